@@ -1,0 +1,76 @@
+"""The narrow interface every database node implements, and the row it returns.
+
+A node is one database server (a shard's primary, or later a replica) together with its
+connection pool. Everything above ``backends/`` talks to nodes only through this interface,
+so the router, the HTTP layer and the sweeper never branch on the engine.
+
+Time is always the database's: callers pass TTLs as durations and the node computes
+``now + ttl`` with the server's clock, in the same statement that uses it.
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+PERSISTENT_TTL = 2**63 - 1  # max BIGINT: "never expires", so `ttl > now` selects every live row
+SOFT_DELETED_TTL = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A live key's state; ``value`` is None when the operation did not read it."""
+
+    version: int
+    expires_at_ms: int | None
+    value: bytes | None = None
+
+    @classmethod
+    def from_columns(cls, ttl: int, version: int, value: bytes | None = None) -> "Row":
+        return cls(version=version, expires_at_ms=None if ttl == PERSISTENT_TTL else ttl, value=value)
+
+
+class Node(ABC):
+    """One database server and its pool. ``ttl_ms=None`` means "no expiry"."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Create the pool; raises ShardUnavailable when the server cannot be reached."""
+
+    @abstractmethod
+    async def close(self, timeout_s: float) -> None:
+        """Close the pool gracefully, forcibly once ``timeout_s`` has passed."""
+
+    @abstractmethod
+    async def ensure_schema(self) -> None:
+        """Create the schema where there is none; raise SchemaError for a foreign or newer one."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """One round trip; raises a ShardError when the node cannot answer."""
+
+    @abstractmethod
+    def connections_in_use(self) -> int:
+        """Connections currently checked out of the pool (a metrics gauge)."""
+
+    @abstractmethod
+    async def get(self, key: str) -> Row | None:
+        """The live row for ``key`` with its value, or None if missing, expired or deleted."""
+
+    @abstractmethod
+    async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:
+        """Overwrite a live row (of version ``if_version`` when given); None if there was none."""
+
+    @abstractmethod
+    async def create(self, key: str, value: bytes, ttl_ms: int | None) -> Row | None:
+        """Write a row where no live one exists (starting a new version lineage); None if one did."""
+
+    @abstractmethod
+    async def touch(self, key: str, ttl_ms: int | None, if_version: int | None) -> Row | None:
+        """Change a live row's expiry without rewriting its value; None if not live / no match."""
+
+    @abstractmethod
+    async def soft_delete(self, key: str, if_version: int | None) -> bool:
+        """Mark a live row deleted (``ttl = -1``); False if not live / no match."""

@@ -1,0 +1,183 @@
+"""MySQL / MariaDB through aiomysql.
+
+MySQL has no ``RETURNING``, so each reporting write is sent as two statements in one round
+trip: the write, which stores the values it sets in session variables, then
+``SELECT ROW_COUNT(), @kv_ttl, @kv_version``. The upsert is ``INSERT … ON DUPLICATE KEY
+UPDATE`` with every assignment guarded by "the old row is dead"; ``ttl`` is assigned last
+because MySQL evaluates the assignments left to right against the partly updated row.
+``REPLACE INTO`` is no option: it deletes and re-inserts, so it cannot keep a live row and
+report that it did (needed for ``If-None-Match: *``) nor continue a version lineage.
+
+Keys are ``VARBINARY``: MySQL's text collations are case-insensitive or pad trailing spaces,
+either of which would make two different keys collide.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiomysql
+import pymysql
+
+from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode, Statements, WriteTemplates
+from kvstore.errors import ShardTimeout, ShardUnavailable, WriteOutcomeUnknown
+
+DIALECT = Dialect(
+    name="mysql",
+    key_column="`key`",
+    now_ms="CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
+    now_us="CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)",
+    greatest="GREATEST",
+    placeholder="%s",
+    schema=(
+        "CREATE TABLE IF NOT EXISTS store (`key` VARBINARY(1020) NOT NULL PRIMARY KEY,"
+        " value LONGBLOB NOT NULL, ttl BIGINT NOT NULL, version BIGINT NOT NULL) ENGINE=InnoDB",
+        "CREATE TABLE IF NOT EXISTS kvstore_meta (name VARCHAR(64) NOT NULL PRIMARY KEY,"
+        " value VARCHAR(255) NOT NULL) ENGINE=InnoDB",
+    ),
+    claim_schema_version="INSERT IGNORE INTO kvstore_meta (name, value) VALUES ('schema_version', %s)",
+)
+_REPORT = "; SELECT ROW_COUNT(), @kv_ttl, @kv_version"
+_DEAD = "ttl <= {now_ms}"
+WRITES = WriteTemplates(
+    replace=(
+        "UPDATE store SET value = ?, ttl = (@kv_ttl := {expiry}), version = (@kv_version := {next_version})"
+        " WHERE {key} = ? AND ttl > {now_ms}{check}" + _REPORT
+    ),
+    create=(
+        "INSERT INTO store ({key}, value, ttl, version)"
+        " VALUES (?, ?, (@kv_ttl := {expiry}), (@kv_version := {now_us}))"
+        f" ON DUPLICATE KEY UPDATE value = IF({_DEAD}, VALUES(value), value),"
+        f" version = IF({_DEAD}, (@kv_version := {{greatest}}(version + 1, VALUES(version))), version),"
+        f" ttl = IF({_DEAD}, VALUES(ttl), ttl)" + _REPORT
+    ),
+    touch=(
+        "UPDATE store SET ttl = (@kv_ttl := {expiry}), version = (@kv_version := {next_version})"
+        " WHERE {key} = ? AND ttl > {now_ms}{check}" + _REPORT
+    ),
+)
+STATEMENTS = Statements.build(DIALECT, WRITES)
+
+# Client errors (2xxx) and server errors that mean the connection or server is gone:
+# 1040 too many connections, 1053 shutdown in progress, 1927 connection killed (MariaDB),
+# 2003 can't connect, 2006 server has gone away, 2013 lost connection during query.
+_UNAVAILABLE_ERRNOS = frozenset({1040, 1053, 1927, 2003, 2006, 2013, 2055})
+_TIMEOUT_ERRNOS = frozenset({1205, 3024, 1969})  # lock wait timeout, query execution interrupted
+
+
+def connect_arguments(dsn: str) -> dict[str, Any]:
+    """aiomysql keyword arguments for a ``mysql://user:password@host:port/database`` DSN."""
+    parts = urlsplit(dsn)
+    return {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 3306,
+        "user": unquote(parts.username or "root"),
+        "password": unquote(parts.password or ""),
+        "db": unquote(parts.path.lstrip("/")),
+    }
+
+
+class MySQLNode(SqlNode):
+    dialect = DIALECT
+    statements = STATEMENTS
+
+    def __init__(self, label: str, dsn: str, pool: PoolSettings) -> None:
+        super().__init__(label)
+        self._dsn = dsn
+        self._settings = pool
+        self._pool: aiomysql.Pool | None = None
+
+    async def open(self) -> None:
+        statement_timeout_s = self._settings.statement_timeout_s
+        try:
+            self._pool = await aiomysql.create_pool(
+                minsize=self._settings.min_size,
+                maxsize=self._settings.max_size,
+                connect_timeout=self._settings.connect_timeout_s,
+                autocommit=True,
+                charset="utf8mb4",
+                # UTC so that UNIX_TIMESTAMP(NOW()) never meets a DST fold; a server-side
+                # statement limit so a stuck query cannot hold a connection forever.
+                # (max_statement_time is MariaDB's; the /*M! */ comment hides it from MySQL.)
+                init_command=(
+                    f"SET time_zone = '+00:00' /*M!, SESSION max_statement_time = {statement_timeout_s} */"
+                ),
+                **connect_arguments(self._dsn),
+            )
+        except (OSError, pymysql.MySQLError, TimeoutError) as error:
+            raise ShardUnavailable(self.label, f"cannot connect: {_describe(error)}") from None
+
+    async def close(self, timeout_s: float) -> None:
+        if self._pool is None:
+            return
+        self._pool.close()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._pool.wait_closed()
+        except TimeoutError:
+            self._pool.terminate()
+
+    def connections_in_use(self) -> int:
+        if self._pool is None:
+            return 0
+        return int(self._pool.size - self._pool.freesize)
+
+    async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
+        async with self._cursor(write=False) as cursor:
+            await cursor.execute(sql, params)
+            row: tuple[Any, ...] | None = await cursor.fetchone()
+        return row
+
+    async def _write_returning(self, sql: str, params: Params) -> tuple[Any, ...] | None:
+        async with self._cursor(write=True) as cursor:
+            await cursor.execute(sql, params)
+            await cursor.nextset()
+            changed, ttl, version = await cursor.fetchone()
+        return None if changed == 0 else (ttl, version)
+
+    async def _write(self, sql: str, params: Params) -> int:
+        async with self._cursor(write=True) as cursor:
+            await cursor.execute(sql, params)
+            return int(cursor.rowcount)
+
+    @asynccontextmanager
+    async def _cursor(self, write: bool) -> AsyncIterator[aiomysql.Cursor]:
+        if self._pool is None:
+            raise ShardUnavailable(self.label, "not open")
+        try:
+            connection = await self._pool.acquire()
+        except (OSError, pymysql.MySQLError) as error:
+            raise ShardUnavailable(self.label, f"cannot connect: {_describe(error)}") from None
+        try:
+            async with connection.cursor() as cursor:
+                yield cursor
+        except BaseException as error:
+            # A connection interrupted mid-protocol (cancelled by the request deadline, or
+            # broken) may still have unread results on the wire: it must never be reused.
+            connection.close()
+            translated = _translate(self.label, error, write)
+            if translated is error:
+                raise
+            raise translated from None
+        finally:
+            self._pool.release(connection)
+
+
+def _translate(label: str, error: BaseException, write: bool) -> BaseException:
+    errno = error.args[0] if isinstance(error, pymysql.MySQLError) and error.args else None
+    if errno in _TIMEOUT_ERRNOS:
+        return ShardTimeout(label, f"statement timed out on the server ({_describe(error)})")
+    lost = isinstance(error, OSError | pymysql.err.InterfaceError) or errno in _UNAVAILABLE_ERRNOS
+    if not lost:
+        return error
+    if write:
+        return WriteOutcomeUnknown(
+            label, f"connection lost during a write; it may have been applied ({_describe(error)})"
+        )
+    return ShardUnavailable(label, f"connection lost: {_describe(error)}")
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -1,0 +1,133 @@
+"""PostgreSQL through asyncpg: ``$n`` placeholders, ``INSERT … ON CONFLICT``, ``clock_timestamp()``."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode
+from kvstore.errors import ShardTimeout, ShardUnavailable, WriteOutcomeUnknown
+
+_EPOCH = "extract(epoch from clock_timestamp())"
+
+DIALECT = Dialect(
+    name="postgres",
+    key_column="key",
+    now_ms=f"floor({_EPOCH} * 1000)::bigint",
+    now_us=f"floor({_EPOCH} * 1000000)::bigint",
+    greatest="GREATEST",
+    placeholder="$",
+    schema=(
+        # COLLATE "C": byte order, the same order MySQL's VARBINARY keys sort in.
+        'CREATE TABLE IF NOT EXISTS store (key VARCHAR(255) COLLATE "C" PRIMARY KEY,'
+        " value BYTEA NOT NULL, ttl BIGINT NOT NULL, version BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS kvstore_meta (name VARCHAR(64) PRIMARY KEY, value VARCHAR(255) NOT NULL)",
+    ),
+    claim_schema_version="INSERT INTO kvstore_meta (name, value) VALUES ('schema_version', $1)"
+    " ON CONFLICT (name) DO NOTHING",
+)
+STATEMENTS = DIALECT.statements()
+
+# SQLSTATE classes that mean "this server cannot serve you now", not "your query is wrong":
+# 08 connection exception, 53 insufficient resources, 57P admin shutdown / cannot connect now.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool reset that skips asyncpg's reset query (a round trip per release).
+
+    Safe because request connections never leave session state behind: no SET, LISTEN,
+    advisory locks or cursors. Open transactions are still rolled back by asyncpg itself.
+    """
+
+
+class PostgresNode(SqlNode):
+    dialect = DIALECT
+    statements = STATEMENTS
+
+    def __init__(self, label: str, dsn: str, pool: PoolSettings) -> None:
+        super().__init__(label)
+        self._dsn = dsn
+        self._settings = pool
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._settings.min_size,
+                max_size=self._settings.max_size,
+                timeout=self._settings.connect_timeout_s,
+                reset=_keep_session,
+                server_settings={
+                    "application_name": "kvstore",
+                    "statement_timeout": str(int(self._settings.statement_timeout_s * 1000)),
+                },
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            raise ShardUnavailable(self.label, f"cannot connect: {_describe(error)}") from None
+
+    async def close(self, timeout_s: float) -> None:
+        if self._pool is None:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._pool.close()
+        except TimeoutError:
+            self._pool.terminate()
+
+    def connections_in_use(self) -> int:
+        if self._pool is None:
+            return 0
+        return self._pool.get_size() - self._pool.get_idle_size()
+
+    async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
+        async with self._connection(write=False) as connection:
+            row = await connection.fetchrow(sql, *params)
+        return None if row is None else tuple(row)
+
+    async def _write_returning(self, sql: str, params: Params) -> tuple[Any, ...] | None:
+        async with self._connection(write=True) as connection:
+            row = await connection.fetchrow(sql, *params)
+        return None if row is None else tuple(row)
+
+    async def _write(self, sql: str, params: Params) -> int:
+        async with self._connection(write=True) as connection:
+            status = await connection.execute(sql, *params)
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
+
+    @asynccontextmanager
+    async def _connection(self, write: bool) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            raise ShardUnavailable(self.label, "not open")
+        try:
+            connection = await self._pool.acquire()
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError) as error:
+            raise ShardUnavailable(self.label, f"cannot connect: {_describe(error)}") from None
+        try:
+            yield connection
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError) as error:
+            if isinstance(error, asyncpg.QueryCanceledError):
+                raise ShardTimeout(self.label, "statement timed out on the server") from None
+            if isinstance(error, asyncpg.PostgresError) and not _is_unavailable(error):
+                raise
+            if write:
+                raise WriteOutcomeUnknown(
+                    self.label,
+                    f"connection lost during a write; it may have been applied ({_describe(error)})",
+                ) from None
+            raise ShardUnavailable(self.label, f"connection lost: {_describe(error)}") from None
+        finally:
+            await self._pool.release(connection)
+
+
+def _is_unavailable(error: asyncpg.PostgresError) -> bool:
+    sqlstate = getattr(error, "sqlstate", None) or ""
+    return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -1,0 +1,221 @@
+"""Shared SQL: statement templates, the dialect knobs they need, and the node logic on top.
+
+Dialects differ only where the engines do: placeholders, how to quote ``key``, "now" in
+milliseconds and microseconds on the server's clock, ``GREATEST``, the schema DDL, and (for
+MySQL, which has no ``RETURNING``) the write statements. A driver module supplies a dialect
+and three primitives (:meth:`SqlNode._fetch_one`, :meth:`SqlNode._write_returning`,
+:meth:`SqlNode._write`); everything else lives here once.
+
+Versions (the ETag) follow one rule on every write: ``version = GREATEST(version + 1, now_us)``,
+and a new row starts at ``now_us``. Within a row this is strictly increasing; across a hard
+delete and re-create it still never repeats, because a row's last version is at most the
+server time (in microseconds) of its last write unless it saw more than one write per
+microsecond, and the re-created row starts later. It assumes the shard's clock does not step
+back by more than the time between a key's hard delete and its re-creation.
+"""
+
+import asyncio
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, Node, Row
+from kvstore.errors import SchemaError, ShardError
+
+Params = Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    min_size: int
+    max_size: int
+    connect_timeout_s: float
+    statement_timeout_s: float
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The SQL fragments that differ between engines."""
+
+    name: str
+    key_column: str
+    now_ms: str
+    now_us: str
+    greatest: str
+    schema: tuple[str, ...]
+    claim_schema_version: str
+    placeholder: str = "?"  # "?", "%s", or "$" for PostgreSQL's numbered $1, $2, ...
+
+    def render(self, template: str, **fragments: str) -> str:
+        """Fill a template's fragments and rewrite its ``?`` placeholders for this driver."""
+        sql = template.format(
+            key=self.key_column,
+            now_ms=self.now_ms,
+            now_us=self.now_us,
+            expiry=f"COALESCE({self.now_ms} + ?, {PERSISTENT_TTL})",
+            next_version=f"{self.greatest}(version + 1, {self.now_us})",
+            greatest=self.greatest,
+            **fragments,
+        )
+        if self.placeholder == "?":
+            return sql
+        pieces = sql.split("?")
+        if self.placeholder == "$":
+            numbered = (f"${index}" for index in range(1, len(pieces)))
+            return pieces[0] + "".join(n + piece for n, piece in zip(numbered, pieces[1:], strict=True))
+        return self.placeholder.join(pieces)
+
+    def statements(self) -> "Statements":
+        return Statements.build(self, STANDARD_WRITES)
+
+
+GET = "SELECT value, ttl, version FROM store WHERE {key} = ? AND ttl > {now_ms}"
+SOFT_DELETE = "UPDATE store SET ttl = -1, version = {next_version} WHERE {key} = ? AND ttl > {now_ms}{check}"
+PROBE_COLUMNS = "SELECT {key}, value, ttl, version FROM store WHERE 1 = 0"
+READ_SCHEMA_VERSION = "SELECT value FROM kvstore_meta WHERE name = 'schema_version'"
+VERSION_CHECK = " AND version = ?"
+
+
+@dataclass(frozen=True)
+class WriteTemplates:
+    """Writes that report the row they leave behind: ``(ttl, version)`` or nothing."""
+
+    replace: str
+    create: str
+    touch: str
+
+
+STANDARD_WRITES = WriteTemplates(
+    replace=(
+        "UPDATE store SET value = ?, ttl = {expiry}, version = {next_version}"
+        " WHERE {key} = ? AND ttl > {now_ms}{check} RETURNING ttl, version"
+    ),
+    create=(
+        "INSERT INTO store ({key}, value, ttl, version) VALUES (?, ?, {expiry}, {now_us})"
+        " ON CONFLICT ({key}) DO UPDATE SET value = excluded.value, ttl = excluded.ttl,"
+        " version = {greatest}(store.version + 1, excluded.version)"
+        " WHERE store.ttl <= {now_ms} RETURNING ttl, version"
+    ),
+    touch=(
+        "UPDATE store SET ttl = {expiry}, version = {next_version}"
+        " WHERE {key} = ? AND ttl > {now_ms}{check} RETURNING ttl, version"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Statements:
+    """Every statement a node runs, rendered once per dialect at import time."""
+
+    get: str
+    replace: str
+    replace_if_version: str
+    create: str
+    touch: str
+    touch_if_version: str
+    soft_delete: str
+    soft_delete_if_version: str
+    probe_columns: str
+    read_schema_version: str
+
+    @classmethod
+    def build(cls, dialect: Dialect, writes: WriteTemplates) -> "Statements":
+        def both(template: str) -> tuple[str, str]:
+            return dialect.render(template, check=""), dialect.render(template, check=VERSION_CHECK)
+
+        replace, replace_if_version = both(writes.replace)
+        touch, touch_if_version = both(writes.touch)
+        soft_delete, soft_delete_if_version = both(SOFT_DELETE)
+        return cls(
+            get=dialect.render(GET),
+            replace=replace,
+            replace_if_version=replace_if_version,
+            create=dialect.render(writes.create),
+            touch=touch,
+            touch_if_version=touch_if_version,
+            soft_delete=soft_delete,
+            soft_delete_if_version=soft_delete_if_version,
+            probe_columns=dialect.render(PROBE_COLUMNS),
+            read_schema_version=READ_SCHEMA_VERSION,
+        )
+
+
+class SqlNode(Node):
+    """The Node interface written once over three driver primitives."""
+
+    dialect: Dialect
+    statements: Statements
+
+    @abstractmethod
+    async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
+        """Run a read and return its first row."""
+
+    @abstractmethod
+    async def _write_returning(self, sql: str, params: Params) -> tuple[Any, ...] | None:
+        """Run a write and return the ``(ttl, version)`` it left, or None if it changed nothing."""
+
+    @abstractmethod
+    async def _write(self, sql: str, params: Params) -> int:
+        """Run a write (or DDL) and return the number of rows it changed."""
+
+    async def get(self, key: str) -> Row | None:
+        row = await self._fetch_one(self.statements.get, (key,))
+        return None if row is None else Row.from_columns(row[1], row[2], bytes(row[0]))
+
+    async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:
+        if if_version is None:
+            return await self._row(self.statements.replace, (value, ttl_ms, key))
+        return await self._row(self.statements.replace_if_version, (value, ttl_ms, key, if_version))
+
+    async def create(self, key: str, value: bytes, ttl_ms: int | None) -> Row | None:
+        return await self._row(self.statements.create, (key, value, ttl_ms))
+
+    async def touch(self, key: str, ttl_ms: int | None, if_version: int | None) -> Row | None:
+        if if_version is None:
+            return await self._row(self.statements.touch, (ttl_ms, key))
+        return await self._row(self.statements.touch_if_version, (ttl_ms, key, if_version))
+
+    async def soft_delete(self, key: str, if_version: int | None) -> bool:
+        if if_version is None:
+            return await self._write(self.statements.soft_delete, (key,)) > 0
+        return await self._write(self.statements.soft_delete_if_version, (key, if_version)) > 0
+
+    async def ping(self) -> None:
+        await self._fetch_one("SELECT 1", ())
+
+    async def ensure_schema(self) -> None:
+        # Several front ends may start at once; concurrent CREATE ... IF NOT EXISTS can still
+        # collide inside the engine's catalog, so a failed attempt is simply tried again.
+        for attempt in range(3):
+            try:
+                for ddl in self.dialect.schema:
+                    await self._write(ddl, ())
+                break
+            except ShardError:
+                raise
+            except Exception:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.1 * (attempt + 1))
+        try:
+            await self._fetch_one(self.statements.probe_columns, ())
+        except ShardError:
+            raise
+        except Exception as error:
+            raise SchemaError(
+                f"{self.label}: table 'store' exists but was not created by kvstore ({error})"
+            ) from None
+        await self._write(self.dialect.claim_schema_version, (str(SCHEMA_VERSION),))
+        row = await self._fetch_one(self.statements.read_schema_version, ())
+        found = int(row[0]) if row is not None and str(row[0]).isdigit() else None
+        if found != SCHEMA_VERSION:
+            advice = "upgrade kvstore" if (found or 0) > SCHEMA_VERSION else "check the kvstore_meta table"
+            raise SchemaError(
+                f"{self.label}: schema version {found} found, this kvstore serves version {SCHEMA_VERSION}; "
+                + advice
+            )
+
+    async def _row(self, sql: str, params: Params) -> Row | None:
+        row = await self._write_returning(sql, params)
+        return None if row is None else Row.from_columns(int(row[0]), int(row[1]))

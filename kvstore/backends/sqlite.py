@@ -1,0 +1,94 @@
+"""SQLite through aiosqlite: the embedded default, so ``make run`` needs no server.
+
+One connection per shard and process, in autocommit mode, WAL journal and a busy timeout
+so that several ``--workers`` processes share the file safely. ``synchronous=FULL`` makes a
+committed write survive power loss, which is what a 2xx PUT promises.
+"""
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode
+from kvstore.errors import ShardTimeout, ShardUnavailable
+
+_NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+
+DIALECT = Dialect(
+    name="sqlite",
+    key_column="key",
+    now_ms=_NOW_MS,
+    now_us=f"({_NOW_MS} * 1000)",  # SQLite's clock has millisecond resolution
+    greatest="max",
+    schema=(
+        "CREATE TABLE IF NOT EXISTS store (key VARCHAR(255) NOT NULL PRIMARY KEY,"
+        " value BLOB NOT NULL, ttl INTEGER NOT NULL, version INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS kvstore_meta (name VARCHAR(64) PRIMARY KEY, value VARCHAR(255) NOT NULL)",
+    ),
+    claim_schema_version="INSERT INTO kvstore_meta (name, value) VALUES ('schema_version', ?)"
+    " ON CONFLICT (name) DO NOTHING",
+)
+STATEMENTS = DIALECT.statements()
+
+
+class SQLiteNode(SqlNode):
+    dialect = DIALECT
+    statements = STATEMENTS
+
+    def __init__(self, label: str, path: str, pool: PoolSettings) -> None:
+        super().__init__(label)
+        self._path = Path(path)
+        self._busy_timeout_ms = int(pool.statement_timeout_s * 1000)
+        self._connection: aiosqlite.Connection | None = None
+        self._in_use = 0
+
+    async def open(self) -> None:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            connection = await aiosqlite.connect(self._path, isolation_level=None)
+            await connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            await connection.execute("PRAGMA journal_mode = WAL")
+            await connection.execute("PRAGMA synchronous = FULL")
+        except (OSError, sqlite3.Error) as error:
+            raise ShardUnavailable(self.label, f"cannot open {self._path}: {error}") from None
+        self._connection = connection
+
+    async def close(self, timeout_s: float) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    def connections_in_use(self) -> int:
+        return self._in_use
+
+    async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
+        async with self._use() as connection:
+            rows = await connection.execute_fetchall(sql, params)
+        return tuple(rows[0]) if rows else None
+
+    async def _write_returning(self, sql: str, params: Params) -> tuple[Any, ...] | None:
+        return await self._fetch_one(sql, params)
+
+    async def _write(self, sql: str, params: Params) -> int:
+        async with self._use() as connection, connection.execute(sql, params) as cursor:
+            return cursor.rowcount
+
+    @asynccontextmanager
+    async def _use(self) -> AsyncIterator[aiosqlite.Connection]:
+        if self._connection is None:
+            raise ShardUnavailable(self.label, "not open")
+        self._in_use += 1
+        try:
+            yield self._connection
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                raise ShardTimeout(self.label, f"database file busy: {error}") from None
+            if "unable to open" in str(error) or "disk I/O" in str(error):
+                raise ShardUnavailable(self.label, str(error)) from None
+            raise
+        finally:
+            self._in_use -= 1

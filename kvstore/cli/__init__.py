@@ -1,0 +1,17 @@
+"""The ``kvstore`` command: click entry points for serving and shard tooling."""
+
+import click
+
+from kvstore import __version__
+from kvstore.cli.serve import serve
+from kvstore.cli.shards import shards
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="kvstore")
+def main() -> None:
+    """kvstore: a key-value store server over consistent-hashed SQL shards."""
+
+
+main.add_command(serve)
+main.add_command(shards)

@@ -1,0 +1,29 @@
+"""Options and helpers shared by every command."""
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from kvstore.config import CONFIG_ENV, Settings, load_settings
+from kvstore.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(function: F) -> F:
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=f"Path to shards.yaml (default: ${CONFIG_ENV}, else ./shards.yaml).",
+    )(function)
+
+
+def settings_or_exit(config_file: str | None) -> Settings:
+    """Load settings, or exit with status 2 and one line naming the problem."""
+    try:
+        return load_settings(config_file)
+    except ConfigError as error:
+        raise click.ClickException(f"config error: {error}") from None

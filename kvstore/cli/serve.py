@@ -1,0 +1,59 @@
+"""``kvstore serve``: the HTTP front end on uvicorn (uvloop + httptools)."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+import uvicorn
+
+from kvstore.cli.options import config_option, settings_or_exit
+from kvstore.config import CONFIG_ENV, config_path
+
+
+@click.command()
+@config_option
+@click.option("--host", default=None, help="Interface to bind (default from config: 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to bind (default from config: 8080).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default 1).")
+def serve(config_file: str | None, host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the key-value API.
+
+    \b
+    Example:
+      kvstore serve --config shards.yaml --port 8080 --workers 2
+    """
+    settings = settings_or_exit(config_file).with_server(host=host, port=port, workers=workers)
+    server = settings.server
+    # Workers rebuild the settings from the environment: hand them the file and the flags.
+    os.environ[CONFIG_ENV] = str(config_path(config_file).resolve())
+    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
+        if value is not None:
+            os.environ[f"KVSTORE_{name}"] = str(value)
+    metrics_dir = _multiprocess_metrics_dir() if server.workers > 1 else None
+    try:
+        uvicorn.run(
+            "kvstore.http.factory:app_from_environment",
+            factory=True,
+            host=server.host,
+            port=server.port,
+            workers=server.workers,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=int(server.graceful_shutdown_s),
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _multiprocess_metrics_dir() -> Path:
+    """A fresh directory for prometheus_client's multiprocess mode, set before workers import it."""
+    directory = Path(tempfile.mkdtemp(prefix="kvstore-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return directory

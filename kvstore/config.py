@@ -1,0 +1,297 @@
+"""shards.yaml -> typed, validated settings.
+
+Precedence: defaults < file (``--config`` / ``KVSTORE_CONFIG``) < ``KVSTORE_*`` environment
+< command-line flags. Every error names the path of the offending field, e.g.
+``shards[2].primary: bad DSN``. String values may use ``${ENV_VAR}`` (or
+``${ENV_VAR:-default}``) so that secrets stay out of the file; DSNs never appear in reprs.
+"""
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from kvstore.errors import ConfigError
+from kvstore.ring import DEFAULT_VNODES_PER_WEIGHT, HashRing, RingNode
+
+BACKENDS = ("sqlite", "postgres", "mysql")
+CONFIG_ENV = "KVSTORE_CONFIG"
+DEFAULT_CONFIG_PATH = Path("shards.yaml")
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DSN_SCHEMES = {"postgres": ("postgres", "postgresql"), "mysql": ("mysql", "mariadb")}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Front-end options; each can also be set as ``KVSTORE_<NAME>`` in the environment."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    request_timeout_s: float = 5.0
+    max_value_bytes: int = 1024 * 1024
+    connect_timeout_s: float = 2.0
+    pool_min_size: int = 1
+    pool_max_size: int = 16
+    graceful_shutdown_s: float = 10.0
+    startup_timeout_s: float = 10.0
+    retry_after_s: int = 1
+    access_log: bool = False
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSettings:
+    name: str
+    backend: str
+    primary: str = field(repr=False)
+    replicas: tuple[str, ...] = field(default=(), repr=False)
+    weight: int = 1
+    pool_min_size: int | None = None
+    pool_max_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings
+    shards: tuple[ShardSettings, ...]
+    vnodes_per_weight: int = DEFAULT_VNODES_PER_WEIGHT
+    source: Path | None = None
+
+    def ring(self) -> HashRing:
+        return HashRing((RingNode(shard.name, shard.weight) for shard in self.shards), self.vnodes_per_weight)
+
+    def with_server(self, **overrides: Any) -> "Settings":
+        """Apply command-line flags (``None`` means "not given") on top of file and env."""
+        given = {name: value for name, value in overrides.items() if value is not None}
+        return replace(self, server=replace(self.server, **given))
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    if explicit is not None:
+        return Path(explicit)
+    return Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH))
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, interpolate and validate a config file."""
+    environ = os.environ if environ is None else environ
+    file = config_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{file}: cannot read config: {error.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{file}: not valid YAML: {error}") from None
+    return parse_settings(document, environ, base_dir=file.parent, source=file)
+
+
+def parse_settings(
+    document: Any, environ: Mapping[str, str], base_dir: Path, source: Path | None = None
+) -> Settings:
+    document = _interpolate(document, environ, "")
+    root = _mapping(document, "config")
+    _reject_unknown(root, {"server", "shards", "ring"}, "")
+    server = _server_settings(_mapping(root.get("server", {}), "server"), environ)
+    ring = _mapping(root.get("ring", {}), "ring")
+    _reject_unknown(ring, {"vnodes_per_weight"}, "ring.")
+    vnodes = _integer(ring.get("vnodes_per_weight", DEFAULT_VNODES_PER_WEIGHT), "ring.vnodes_per_weight", 1)
+    shards = _shard_list(root.get("shards"), base_dir)
+    return Settings(server=server, shards=shards, vnodes_per_weight=vnodes, source=source)
+
+
+def _interpolate(value: Any, environ: Mapping[str, str], path: str) -> Any:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path or 'config'}: environment variable {name} is not set")
+
+        return _ENV_REFERENCE.sub(substitute, value)
+    if isinstance(value, list):
+        return [_interpolate(item, environ, f"{path}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, dict):
+        return {
+            key: _interpolate(item, environ, f"{path}.{key}" if path else str(key))
+            for key, item in value.items()
+        }
+    return value
+
+
+def _server_settings(raw: Mapping[str, Any], environ: Mapping[str, str]) -> ServerSettings:
+    known = {f.name: f for f in fields(ServerSettings)}
+    _reject_unknown(raw, set(known), "server.")
+    values: dict[str, Any] = dict(raw)
+    for name in known:
+        env_name = f"KVSTORE_{name.upper()}"
+        if env_name in environ:
+            values[name] = environ[env_name]
+    parsed: dict[str, Any] = {}
+    for name, value in values.items():
+        default = known[name].default
+        parsed[name] = _coerce(value, type(default), f"server.{name}")
+    settings = ServerSettings(**parsed)
+    _check_server(settings)
+    return settings
+
+
+def _check_server(server: ServerSettings) -> None:
+    positive = (
+        "request_timeout_s",
+        "max_value_bytes",
+        "connect_timeout_s",
+        "pool_max_size",
+        "workers",
+    )
+    for name in positive:
+        if getattr(server, name) <= 0:
+            raise ConfigError(f"server.{name}: must be greater than 0")
+    if not 0 <= server.port <= 65535:
+        raise ConfigError("server.port: must be between 0 and 65535")
+    if server.pool_min_size < 0 or server.pool_min_size > server.pool_max_size:
+        raise ConfigError("server.pool_min_size: must be between 0 and server.pool_max_size")
+    if server.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("server.log_level: must be one of debug, info, warning, error")
+
+
+def _shard_list(raw: Any, base_dir: Path) -> tuple[ShardSettings, ...]:
+    if raw is None:
+        raise ConfigError("shards: no shards configured")
+    if not isinstance(raw, list):
+        raise ConfigError("shards: must be a list")
+    if not raw:
+        raise ConfigError("shards: no shards configured")
+    shards = tuple(_shard(item, f"shards[{index}]", base_dir) for index, item in enumerate(raw))
+    seen: dict[str, int] = {}
+    for index, shard in enumerate(shards):
+        if shard.name in seen:
+            raise ConfigError(
+                f"shards[{index}].name: duplicate shard name {shard.name!r} (also shards[{seen[shard.name]}])"
+            )
+        seen[shard.name] = index
+    return shards
+
+
+def _shard(raw: Any, path: str, base_dir: Path) -> ShardSettings:
+    item = _mapping(raw, path)
+    allowed = {"name", "backend", "primary", "replicas", "weight", "pool_min_size", "pool_max_size"}
+    _reject_unknown(item, allowed, f"{path}.")
+    name = item.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise ConfigError(f"{path}.name: must be 1-64 characters of letters, digits, '_', '.', '-'")
+    backend = item.get("backend")
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"{path}.backend: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
+        )
+    primary = _location(item.get("primary"), backend, f"{path}.primary", base_dir)
+    replicas_raw = item.get("replicas") or []
+    if not isinstance(replicas_raw, list):
+        raise ConfigError(f"{path}.replicas: must be a list")
+    if backend == "sqlite" and replicas_raw:
+        raise ConfigError(f"{path}.replicas: sqlite shards have no replicas")
+    replicas = tuple(
+        _location(replica, backend, f"{path}.replicas[{index}]", base_dir)
+        for index, replica in enumerate(replicas_raw)
+    )
+    weight = _integer(item.get("weight", 1), f"{path}.weight", 1)
+    pool_min = item.get("pool_min_size")
+    pool_max = item.get("pool_max_size")
+    return ShardSettings(
+        name=name,
+        backend=backend,
+        primary=primary,
+        replicas=replicas,
+        weight=weight,
+        pool_min_size=None if pool_min is None else _integer(pool_min, f"{path}.pool_min_size", 0),
+        pool_max_size=None if pool_max is None else _integer(pool_max, f"{path}.pool_max_size", 1),
+    )
+
+
+def _location(raw: Any, backend: str, path: str, base_dir: Path) -> str:
+    """A SQLite file path (made absolute against the config's folder) or a checked DSN."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(f"{path}: missing; expected {'a file path' if backend == 'sqlite' else 'a DSN'}")
+    if backend == "sqlite":
+        if raw == ":memory:" or raw.startswith("file:"):
+            raise ConfigError(f"{path}: sqlite shards need a plain file path (shared by workers)")
+        return str((base_dir / raw).resolve())
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError as error:
+        raise ConfigError(f"{path}: bad DSN: {error}") from None
+    if parts.scheme not in _DSN_SCHEMES[backend]:
+        expected = " or ".join(f"{scheme}://" for scheme in _DSN_SCHEMES[backend])
+        raise ConfigError(f"{path}: bad DSN: a {backend} DSN starts with {expected}")
+    if not parts.hostname:
+        raise ConfigError(f"{path}: bad DSN: no host")
+    if backend == "mysql" and not parts.path.strip("/"):
+        raise ConfigError(f"{path}: bad DSN: no database name (mysql://user:password@host:port/db)")
+    del port  # parsed only to validate it
+    return raw
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: must be a mapping")
+    return value
+
+
+def _reject_unknown(item: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
+    unknown = sorted(set(item) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}{unknown[0]}: unknown setting; expected one of {', '.join(sorted(allowed))}"
+        )
+
+
+def _integer(value: Any, path: str, minimum: int) -> int:
+    number = _coerce(value, int, path)
+    if number < minimum:
+        raise ConfigError(f"{path}: must be at least {minimum}")
+    return int(number)
+
+
+def _coerce(value: Any, kind: type, path: str) -> Any:
+    """Coerce YAML or environment text to ``kind``, refusing anything ambiguous."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in (
+            "true",
+            "1",
+            "yes",
+            "on",
+            "false",
+            "0",
+            "no",
+            "off",
+        ):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if isinstance(value, bool):
+        raise ConfigError(f"{path}: expected a {kind.__name__}, got {value!r}")
+    try:
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: expected a {kind.__name__}, got {value!r}") from None

@@ -1,0 +1,60 @@
+"""Our exception tree. Drivers' errors are mapped to it inside ``backends/``.
+
+::
+
+    KvError
+    ├── ConfigError              bad shards.yaml or flags; names the path of the bad field
+    ├── InvalidRequest           bad key, ttl or parameter (HTTP 400)
+    │   └── ValueTooLarge        value over max_value_bytes (HTTP 413)
+    ├── PreconditionFailed       If-Match / If-None-Match not met (HTTP 412)
+    ├── SchemaError              a shard's schema is missing, foreign or newer than ours
+    └── ShardError               a shard could not answer (HTTP 503 + Retry-After)
+        ├── ShardUnavailable     could not connect, or the connection broke before the query ran
+        ├── ShardTimeout         no answer within the deadline
+        └── WriteOutcomeUnknown  the connection broke after a write was sent: it may have committed
+"""
+
+
+class KvError(Exception):
+    """Base of every error kvstore raises on purpose."""
+
+
+class ConfigError(KvError):
+    """The configuration is invalid; the message names the offending field."""
+
+
+class InvalidRequest(KvError):
+    """The client sent something we refuse: a bad key, ttl, header or parameter."""
+
+
+class ValueTooLarge(InvalidRequest):
+    """The value is larger than ``server.max_value_bytes``."""
+
+
+class PreconditionFailed(KvError):
+    """A conditional write's precondition did not hold."""
+
+
+class SchemaError(KvError):
+    """A shard's schema is not one this version of kvstore can serve."""
+
+
+class ShardError(KvError):
+    """A shard could not answer; the request may be retried later."""
+
+    def __init__(self, shard: str, detail: str) -> None:
+        super().__init__(f"shard {shard}: {detail}")
+        self.shard = shard
+        self.detail = detail
+
+
+class ShardUnavailable(ShardError):
+    """The shard's database could not be reached."""
+
+
+class ShardTimeout(ShardError):
+    """The shard did not answer within the request deadline."""
+
+
+class WriteOutcomeUnknown(ShardError):
+    """A write was sent but its outcome is unknown; it was not retried."""

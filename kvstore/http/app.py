@@ -1,0 +1,171 @@
+"""The Starlette application: routes, error handlers and the lifespan that owns the pools.
+
+Start-up opens every shard, creates the schema where a shard has none and checks it
+everywhere else; a shard that stays unreachable for ``startup_timeout_s`` or has a foreign
+schema stops the start with a message naming it. Shutdown flips readiness, then closes the
+pools within ``graceful_shutdown_s``.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kvstore import metrics
+from kvstore.config import Settings
+from kvstore.errors import KvError, ShardError
+from kvstore.http.kv import PREFIX, KeyValueResource
+from kvstore.http.middleware import RequestContext
+from kvstore.http.openapi import openapi_document
+from kvstore.http.problems import error_response, problem
+from kvstore.router import Router
+from kvstore.shard import Shard
+from kvstore.store import KeyValueStore
+
+log = logging.getLogger("kvstore.server")
+_PROBE_TIMEOUT_S = 1.0
+_GAUGE_INTERVAL_S = 1.0
+
+
+@dataclass
+class Lifecycle:
+    ready: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+async def open_shard(shard: Shard, timeout_s: float) -> None:
+    """Open a shard and check its schema, retrying a down database until ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            await shard.open()
+            await shard.primary.ensure_schema()
+            return
+        except ShardError as error:
+            if loop.time() >= deadline:
+                raise ShardError(shard.name, f"unreachable at start-up: {error.detail}") from None
+            log.warning(
+                "shard not reachable yet, retrying", extra={"shard": shard.name, "error": error.detail}
+            )
+            await shard.close(1.0)
+            await asyncio.sleep(0.5)
+
+
+async def publish_pool_gauges(router: Router) -> None:
+    while True:
+        for shard in router.shards.values():
+            for node in shard.nodes:
+                metrics.POOL_IN_USE.labels(shard.name, node.label).set(node.connections_in_use())
+        await asyncio.sleep(_GAUGE_INTERVAL_S)
+
+
+def create_app(settings: Settings) -> Starlette:
+    server = settings.server
+    router = Router.from_settings(settings)
+    store = KeyValueStore(router, server.request_timeout_s)
+    lifecycle = Lifecycle()
+    openapi_body = orjson.dumps(openapi_document(server.max_value_bytes))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            await asyncio.gather(*(open_shard(s, server.startup_timeout_s) for s in router.shards.values()))
+        except KvError as error:
+            log.error("start-up failed: %s", error)
+            await router.close(server.graceful_shutdown_s)
+            raise
+        lifecycle.tasks.append(asyncio.create_task(publish_pool_gauges(router)))
+        lifecycle.ready = True
+        log.info("serving", extra={"shards": sorted(router.shards)})
+        try:
+            yield
+        finally:
+            lifecycle.ready = False
+            for task in lifecycle.tasks:
+                task.cancel()
+            await asyncio.gather(*lifecycle.tasks, return_exceptions=True)
+            await router.close(server.graceful_shutdown_s)
+            log.info("stopped")
+
+    async def healthz(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def readyz(request: Request) -> Response:
+        if not lifecycle.ready:
+            return problem(503, "not serving (starting or shutting down)", headers={"Retry-After": "1"})
+        names = sorted(router.shards)
+        results = await asyncio.gather(
+            *(_probe(router.shards[name]) for name in names), return_exceptions=False
+        )
+        shards = dict(zip(names, results, strict=True))
+        for name, state in shards.items():
+            metrics.SHARD_UP.labels(name).set(1 if state == "up" else 0)
+        down = [name for name, state in shards.items() if state != "up"]
+        if down:
+            detail = f"shard primary unreachable: {', '.join(down)}"
+            return problem(503, detail, headers={"Retry-After": str(server.retry_after_s)}, shards=shards)
+        return Response(orjson.dumps({"status": "ready", "shards": shards}), media_type="application/json")
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_body, media_type="application/json")
+
+    async def on_kv_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, KvError)
+        if isinstance(error, ShardError):
+            log.warning(
+                "shard error",
+                extra={"shard": error.shard, "error": error.detail, "kind": type(error).__name__},
+            )
+        return error_response(error, server.retry_after_s)
+
+    async def on_http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        return problem(error.status_code, error.detail, headers=error.headers)
+
+    async def on_unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error")
+        return problem(500, "internal error; see the server log for this request id")
+
+    routes = [
+        Route(
+            PREFIX + "{key:path}",
+            KeyValueResource(store, server.max_value_bytes).handle,
+            methods=["GET", "HEAD", "PUT", "PATCH", "DELETE"],
+        ),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={KvError: on_kv_error, HTTPException: on_http_error, Exception: on_unexpected},
+    )
+    app.add_middleware(RequestContext, log_requests=server.access_log)
+    app.state.store = store
+    app.state.router = router
+    return app
+
+
+async def _probe(shard: Shard) -> str:
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT_S):
+            await shard.primary.ping()
+    except TimeoutError:
+        return "down: no answer within 1 s"
+    except ShardError as error:
+        return f"down: {error.detail}"
+    return "up"

@@ -1,0 +1,69 @@
+"""Per-request bookkeeping as plain ASGI middleware: request id, metrics, access log.
+
+Plain ASGI (not BaseHTTPMiddleware) so the hot path pays for no extra task or body copy.
+"""
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kvstore import metrics
+from kvstore.logs import request_id
+
+_KV_PREFIX = "/v1/kv/"
+_NAMED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+_KV_METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
+_REQUEST_ID_HEADER = b"x-request-id"
+access_log = logging.getLogger("kvstore.access")
+
+
+def operation(method: str, path: str) -> str:
+    """A bounded label for a request: the KV method, a named route, or "other"."""
+    if path.startswith(_KV_PREFIX):
+        return method.lower() if method in _KV_METHODS else "other"
+    return path.lstrip("/") if path in _NAMED_ROUTES else "other"
+
+
+def _incoming_request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == _REQUEST_ID_HEADER and 0 < len(value) <= 64 and value.isascii() and value.isalnum():
+            return value.decode()
+    return uuid.uuid4().hex
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, log_requests: bool) -> None:
+        self.app = app
+        self.log_requests = log_requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = _incoming_request_id(scope)
+        token = request_id.set(rid)
+        status = 500
+        header = (_REQUEST_ID_HEADER, rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            op = operation(scope["method"], scope["path"])
+            metrics.HTTP_REQUESTS.labels(op, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(op).observe(elapsed)
+            if self.log_requests:
+                extra: dict[str, Any] = {"op": op, "status": status, "duration_ms": round(elapsed * 1000, 3)}
+                access_log.info("request", extra=extra)
+            request_id.reset(token)

@@ -1,0 +1,191 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``: the v1 contract in machine-readable form."""
+
+from typing import Any
+
+from kvstore import __version__
+from kvstore.keys import MAX_KEY_CHARS
+
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+_UNAVAILABLE = {"$ref": "#/components/responses/Unavailable"}
+
+
+def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "schema": schema}
+
+
+def openapi_document(max_value_bytes: int) -> dict[str, Any]:
+    etag = _header('Strong entity-tag of the current version, e.g. "1795435794045000"', {"type": "string"})
+    expires = _header(
+        "Absolute expiry in epoch milliseconds (absent for persistent keys)", {"type": "integer"}
+    )
+    written = {
+        "description": "The key's new state",
+        "headers": {"ETag": etag, "Expires-At": expires},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Written"}}},
+    }
+    key_param = {
+        "name": "key",
+        "in": "path",
+        "required": True,
+        "description": f"1..{MAX_KEY_CHARS} characters of UTF-8 (percent-encoded; may contain '/'), no NUL",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS},
+    }
+    ttl_param = {
+        "name": "ttl",
+        "in": "query",
+        "description": "Seconds until expiry, > 0, at most 3 decimals",
+        "schema": {"type": "string", "pattern": r"^\d{1,10}(\.\d{1,3})?$"},
+    }
+    if_match = {
+        "name": "If-Match",
+        "in": "header",
+        "description": 'Write only if the current version has this ETag ("*": only if the key is live)',
+        "schema": {"type": "string"},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "kvstore",
+            "version": __version__,
+            "description": "Key-value store over SQL shards",
+        },
+        "paths": {
+            "/v1/kv/{key}": {
+                "parameters": [key_param],
+                "get": {
+                    "summary": "Read a value",
+                    "parameters": [
+                        {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The raw value",
+                            "headers": {"ETag": etag, "Expires-At": expires},
+                            "content": {
+                                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                            },
+                        },
+                        "304": {
+                            "description": "Not modified (If-None-Match matched)",
+                            "headers": {"ETag": etag},
+                        },
+                        "400": _PROBLEM,
+                        "404": _PROBLEM,
+                        "503": _UNAVAILABLE,
+                    },
+                },
+                "put": {
+                    "summary": "Create or replace a value",
+                    "parameters": [
+                        ttl_param,
+                        if_match,
+                        {
+                            "name": "If-None-Match",
+                            "in": "header",
+                            "description": "'*': create only (fails if the key is live)",
+                            "schema": {"type": "string", "enum": ["*"]},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "description": f"The value: opaque bytes, at most {max_value_bytes} bytes",
+                        "content": {
+                            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                        },
+                    },
+                    "responses": {
+                        "200": written | {"description": "Replaced a live value"},
+                        "201": written | {"description": "Created (no live value existed)"},
+                        "400": _PROBLEM,
+                        "412": _PROBLEM,
+                        "413": _PROBLEM,
+                        "503": _UNAVAILABLE,
+                    },
+                },
+                "patch": {
+                    "summary": "Change the expiry (ttl) or remove it (persist=true), keeping the value",
+                    "parameters": [
+                        ttl_param,
+                        {"name": "persist", "in": "query", "schema": {"type": "string", "enum": ["true"]}},
+                        if_match,
+                    ],
+                    "responses": {
+                        "200": written,
+                        "400": _PROBLEM,
+                        "404": _PROBLEM,
+                        "412": _PROBLEM,
+                        "503": _UNAVAILABLE,
+                    },
+                },
+                "delete": {
+                    "summary": "Soft-delete a key",
+                    "parameters": [if_match],
+                    "responses": {
+                        "204": {"description": "Deleted"},
+                        "400": _PROBLEM,
+                        "404": _PROBLEM,
+                        "412": _PROBLEM,
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
+            "/healthz": {
+                "get": {"summary": "The process is alive", "responses": {"200": {"description": "OK"}}}
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Every shard primary is reachable",
+                    "responses": {"200": {"description": "Ready"}, "503": _UNAVAILABLE},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "Text exposition", "content": {"text/plain": {}}}},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Written": {
+                    "type": "object",
+                    "required": ["key", "version", "expires_at"],
+                    "properties": {
+                        "key": {"type": "string"},
+                        "version": {"type": "integer"},
+                        "expires_at": {
+                            "type": ["integer", "null"],
+                            "description": "Epoch ms, null if persistent",
+                        },
+                    },
+                },
+                "Problem": {
+                    "type": "object",
+                    "description": "RFC 9457 problem details",
+                    "required": ["type", "title", "status", "detail"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "shard": {"type": "string"},
+                    },
+                },
+            },
+            "responses": {
+                "Problem": {
+                    "description": "Problem details",
+                    "content": {
+                        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    },
+                },
+                "Unavailable": {
+                    "description": "The shard is unreachable or timed out; retry after the given delay",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                    "content": {
+                        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    },
+                },
+            },
+        },
+    }

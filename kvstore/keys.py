@@ -1,0 +1,53 @@
+"""Key and TTL parsing: the pure rules for what a client may send.
+
+Keys arrive percent-encoded in the URL path. They are decoded to bytes first and then
+strictly as UTF-8, so invalid UTF-8 is refused instead of being silently replaced.
+"""
+
+import re
+from urllib.parse import unquote_to_bytes
+
+from kvstore.errors import InvalidRequest
+
+MAX_KEY_CHARS = 255
+# A TTL is capped at 100 years so that now + ttl always fits a signed 64-bit column
+# and stays far below the "persistent" sentinel.
+MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000
+_TTL_PATTERN = re.compile(r"(\d{1,10})(?:\.(\d{1,3}))?")
+
+
+def parse_key(encoded: bytes | str) -> str:
+    """Decode a percent-encoded key and check it is 1..255 characters of UTF-8 without NUL."""
+    raw = unquote_to_bytes(encoded)
+    try:
+        key = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("key is not valid UTF-8 after percent-decoding") from None
+    return validate_key(key)
+
+
+def validate_key(key: str) -> str:
+    """Check a decoded key; NUL is refused because PostgreSQL text cannot hold it."""
+    if not key:
+        raise InvalidRequest("key is empty")
+    if len(key) > MAX_KEY_CHARS:
+        raise InvalidRequest(f"key is {len(key)} characters long; the maximum is {MAX_KEY_CHARS}")
+    if "\x00" in key:
+        raise InvalidRequest("key contains a NUL character")
+    return key
+
+
+def parse_ttl_ms(text: str) -> int:
+    """Parse a TTL in decimal seconds with at most millisecond precision into milliseconds."""
+    match = _TTL_PATTERN.fullmatch(text)
+    if match is None:
+        raise InvalidRequest(
+            f"ttl must be a positive number of seconds with at most 3 decimals, got {text[:40]!r}"
+        )
+    whole, fraction = match.group(1), (match.group(2) or "").ljust(3, "0")
+    ttl_ms = int(whole) * 1000 + int(fraction)
+    if ttl_ms <= 0:
+        raise InvalidRequest("ttl must be greater than 0")
+    if ttl_ms > MAX_TTL_MS:
+        raise InvalidRequest(f"ttl must be at most {MAX_TTL_MS // 1000} seconds (100 years)")
+    return ttl_ms
