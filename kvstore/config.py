@@ -72,10 +72,10 @@ class Settings:
         return replace(self, server=replace(self.server, **given))
 
 
-def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+def config_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Path:
     if explicit is not None:
         return Path(explicit)
-    return Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH))
+    return Path((os.environ if environ is None else environ).get(CONFIG_ENV, DEFAULT_CONFIG_PATH))
 
 
 def load_settings(
@@ -83,7 +83,7 @@ def load_settings(
 ) -> Settings:
     """Read, interpolate and validate a config file."""
     environ = os.environ if environ is None else environ
-    file = config_path(path)
+    file = config_path(path, environ)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as error:

@@ -1,0 +1,49 @@
+# kvstore: `make run` serves on the embedded SQLite shards, `make test` runs the whole suite.
+# Both set themselves up (virtualenv, install); `make test` also installs the PostgreSQL and
+# MariaDB server binaries the suite starts its own instances from, when it may (root + apt).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DB_PACKAGES := postgresql mariadb-server-core mariadb-client
+
+.PHONY: setup run test lint format db-binaries clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: setup
+	$(BIN)/kvstore serve
+
+test: setup db-binaries
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check kvstore tests
+	$(BIN)/ruff format --check kvstore tests
+	$(BIN)/mypy kvstore
+
+format: setup
+	$(BIN)/ruff format kvstore tests
+	$(BIN)/ruff check --fix kvstore tests
+
+db-binaries: setup
+	@if ! $(BIN)/python -m kvstore.cluster.binaries; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $(DB_PACKAGES) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DB_PACKAGES) >/dev/null \
+	      && $(BIN)/python -m kvstore.cluster.binaries; \
+	  else \
+	    echo "make test needs PostgreSQL and MariaDB server binaries: install them as root" \
+	         "(Debian/Ubuntu: apt-get install $(DB_PACKAGES))" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .hypothesis

@@ -1,0 +1,99 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kvstore.config import load_settings, parse_settings
+from kvstore.errors import ConfigError
+
+BASE = Path("/etc/kvstore")
+
+
+def parse(document: Any, environ: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return parse_settings(document, environ or {}, base_dir=BASE)
+
+
+def shard(**fields: Any) -> dict[str, Any]:
+    return {"name": "s0", "backend": "sqlite", "primary": "data/s0.db"} | fields
+
+
+def test_repo_default_config_is_two_sqlite_shards() -> None:
+    settings = load_settings(Path(__file__).parents[2] / "shards.yaml", environ={})
+    assert [(s.name, s.backend) for s in settings.shards] == [("s0", "sqlite"), ("s1", "sqlite")]
+    assert settings.server.port == 8080
+    assert settings.server.max_value_bytes == 1024 * 1024
+
+
+def test_sqlite_paths_are_relative_to_the_config_file() -> None:
+    assert parse({"shards": [shard()]}).shards[0].primary == "/etc/kvstore/data/s0.db"
+
+
+def test_dsns_interpolate_environment_variables_and_stay_out_of_reprs() -> None:
+    document = {
+        "shards": [shard(backend="postgres", primary="postgresql://kv:${PGPASS}@db:5432/kv", replicas=[])]
+    }
+    settings = parse(document, {"PGPASS": "s3cret"})
+    assert settings.shards[0].primary == "postgresql://kv:s3cret@db:5432/kv"
+    assert "s3cret" not in repr(settings)
+
+
+def test_interpolation_default_and_missing_variable() -> None:
+    document = {"shards": [shard(primary="${DB_FILE:-fallback.db}")]}
+    assert parse(document).shards[0].primary == "/etc/kvstore/fallback.db"
+    with pytest.raises(ConfigError, match=r"shards\[0\]\.primary: environment variable NOPE is not set"):
+        parse({"shards": [shard(primary="${NOPE}")]})
+
+
+def test_precedence_defaults_file_environment_flags() -> None:
+    document = {"server": {"port": 9000, "workers": 2}, "shards": [shard()]}
+    settings = parse(document, {"KVSTORE_PORT": "9100"})
+    assert (settings.server.port, settings.server.workers, settings.server.host) == (9100, 2, "127.0.0.1")
+    assert settings.with_server(port=9200, host=None).server.port == 9200
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({}, "shards: no shards configured"),
+        ({"shards": []}, "shards: no shards configured"),
+        ({"shards": [shard(backend="oracle")]}, r"shards\[0\]\.backend: unknown backend 'oracle'"),
+        ({"shards": [shard(), shard()]}, r"shards\[1\]\.name: duplicate shard name 's0'"),
+        ({"shards": [shard(backend="postgres", primary="mysql://x@h/db")]}, r"shards\[0\]\.primary: bad DSN"),
+        ({"shards": [shard(backend="mysql", primary="mysql://u:p@host:3306")]}, "no database name"),
+        ({"shards": [shard(backend="postgres", primary="postgresql://h:notaport/db")]}, "bad DSN"),
+        ({"shards": [shard(), shard(name="s1", replicas=["x.db"])]}, r"shards\[1\]\.replicas: sqlite"),
+        ({"shards": [shard(weight=0)]}, r"shards\[0\]\.weight: must be at least 1"),
+        ({"shards": [shard(primary=":memory:")]}, "plain file path"),
+        ({"shards": [shard(colour="blue")]}, r"shards\[0\]\.colour: unknown setting"),
+        ({"server": {"port": "http"}, "shards": [shard()]}, "server.port: expected a int"),
+        ({"server": {"request_timeout_s": 0}, "shards": [shard()]}, "server.request_timeout_s: must be greater"),
+        ({"server": {"pool_min_size": 20}, "shards": [shard()]}, "server.pool_min_size"),
+        ({"server": {"prot": 1}, "shards": [shard()]}, "server.prot: unknown setting"),
+        ([1, 2], "config: must be a mapping"),
+    ],
+)
+def test_bad_config_names_the_field(document: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(document)
+
+
+def test_bad_environment_override_names_the_field() -> None:
+    with pytest.raises(ConfigError, match="server.port"):
+        parse({"shards": [shard()]}, {"KVSTORE_PORT": "eighty"})
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_settings(tmp_path / "missing.yaml", environ={})
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("shards: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(broken, environ={})
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "kv.yaml"
+    path.write_text(yaml.safe_dump({"shards": [shard()]}))
+    settings = load_settings(None, environ={"KVSTORE_CONFIG": str(path)})
+    assert settings.shards[0].primary == str(tmp_path / "data/s0.db")
