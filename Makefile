@@ -33,11 +33,11 @@ format: setup
 	$(BIN)/ruff check --fix kvstore tests
 
 db-binaries: setup
-	@if ! $(BIN)/python -m kvstore.cluster.binaries; then \
+	@if ! $(BIN)/python -m kvstore.cluster; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing $(DB_PACKAGES) with apt-get"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DB_PACKAGES) >/dev/null \
-	      && $(BIN)/python -m kvstore.cluster.binaries; \
+	      && $(BIN)/python -m kvstore.cluster; \
 	  else \
 	    echo "make test needs PostgreSQL and MariaDB server binaries: install them as root" \
 	         "(Debian/Ubuntu: apt-get install $(DB_PACKAGES))" >&2; \

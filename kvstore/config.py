@@ -78,9 +78,7 @@ def config_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, s
     return Path((os.environ if environ is None else environ).get(CONFIG_ENV, DEFAULT_CONFIG_PATH))
 
 
-def load_settings(
-    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read, interpolate and validate a config file."""
     environ = os.environ if environ is None else environ
     file = config_path(path, environ)
@@ -95,9 +93,7 @@ def load_settings(
     return parse_settings(document, environ, base_dir=file.parent, source=file)
 
 
-def parse_settings(
-    document: Any, environ: Mapping[str, str], base_dir: Path, source: Path | None = None
-) -> Settings:
+def parse_settings(document: Any, environ: Mapping[str, str], base_dir: Path, source: Path | None = None) -> Settings:
     document = _interpolate(document, environ, "")
     root = _mapping(document, "config")
     _reject_unknown(root, {"server", "shards", "ring"}, "")
@@ -124,10 +120,7 @@ def _interpolate(value: Any, environ: Mapping[str, str], path: str) -> Any:
     if isinstance(value, list):
         return [_interpolate(item, environ, f"{path}[{index}]") for index, item in enumerate(value)]
     if isinstance(value, dict):
-        return {
-            key: _interpolate(item, environ, f"{path}.{key}" if path else str(key))
-            for key, item in value.items()
-        }
+        return {key: _interpolate(item, environ, f"{path}.{key}" if path else str(key)) for key, item in value.items()}
     return value
 
 
@@ -194,9 +187,7 @@ def _shard(raw: Any, path: str, base_dir: Path) -> ShardSettings:
         raise ConfigError(f"{path}.name: must be 1-64 characters of letters, digits, '_', '.', '-'")
     backend = item.get("backend")
     if backend not in BACKENDS:
-        raise ConfigError(
-            f"{path}.backend: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
-        )
+        raise ConfigError(f"{path}.backend: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     primary = _location(item.get("primary"), backend, f"{path}.primary", base_dir)
     replicas_raw = item.get("replicas") or []
     if not isinstance(replicas_raw, list):
@@ -204,8 +195,7 @@ def _shard(raw: Any, path: str, base_dir: Path) -> ShardSettings:
     if backend == "sqlite" and replicas_raw:
         raise ConfigError(f"{path}.replicas: sqlite shards have no replicas")
     replicas = tuple(
-        _location(replica, backend, f"{path}.replicas[{index}]", base_dir)
-        for index, replica in enumerate(replicas_raw)
+        _location(replica, backend, f"{path}.replicas[{index}]", base_dir) for index, replica in enumerate(replicas_raw)
     )
     weight = _integer(item.get("weight", 1), f"{path}.weight", 1)
     pool_min = item.get("pool_min_size")
@@ -256,9 +246,7 @@ def _mapping(value: Any, path: str) -> Mapping[str, Any]:
 def _reject_unknown(item: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
     unknown = sorted(set(item) - allowed)
     if unknown:
-        raise ConfigError(
-            f"{prefix}{unknown[0]}: unknown setting; expected one of {', '.join(sorted(allowed))}"
-        )
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown setting; expected one of {', '.join(sorted(allowed))}")
 
 
 def _integer(value: Any, path: str, minimum: int) -> int:

@@ -41,9 +41,7 @@ def parse_ttl_ms(text: str) -> int:
     """Parse a TTL in decimal seconds with at most millisecond precision into milliseconds."""
     match = _TTL_PATTERN.fullmatch(text)
     if match is None:
-        raise InvalidRequest(
-            f"ttl must be a positive number of seconds with at most 3 decimals, got {text[:40]!r}"
-        )
+        raise InvalidRequest(f"ttl must be a positive number of seconds with at most 3 decimals, got {text[:40]!r}")
     whole, fraction = match.group(1), (match.group(2) or "").ljust(3, "0")
     ttl_ms = int(whole) * 1000 + int(fraction)
     if ttl_ms <= 0:

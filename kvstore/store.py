@@ -41,20 +41,14 @@ class KeyValueStore:
         shard = self.router.shard_for(key)
         return await self._run(shard, "get", False, lambda: shard.reader().get(key))
 
-    async def put(
-        self, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition
-    ) -> WriteResult:
+    async def put(self, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition) -> WriteResult:
         shard = self.router.shard_for(key)
-        return await self._run(
-            shard, "put", True, lambda: _put(shard.writer(), key, value, ttl_ms, precondition)
-        )
+        return await self._run(shard, "put", True, lambda: _put(shard.writer(), key, value, ttl_ms, precondition))
 
     async def touch(self, key: str, ttl_ms: int | None, precondition: Precondition) -> Row | None:
         """Change the expiry; None when the key is not live (and the request was unconditional)."""
         shard = self.router.shard_for(key)
-        row = await self._run(
-            shard, "touch", True, lambda: shard.writer().touch(key, ttl_ms, precondition.if_version)
-        )
+        row = await self._run(shard, "touch", True, lambda: shard.writer().touch(key, ttl_ms, precondition.if_version))
         if row is None and precondition.is_conditional:
             raise PreconditionFailed("the key's current version does not match If-Match")
         return row
@@ -77,9 +71,7 @@ class KeyValueStore:
         except TimeoutError:
             metrics.SHARD_ERRORS.labels(shard.name, "timeout").inc()
             detail = f"no answer within {self.request_timeout_s:g} s"
-            raise ShardTimeout(
-                shard.name, detail + ("; the write may have been applied" if write else "")
-            ) from None
+            raise ShardTimeout(shard.name, detail + ("; the write may have been applied" if write else "")) from None
         except ShardError as error:
             metrics.SHARD_ERRORS.labels(shard.name, type(error).__name__).inc()
             raise
@@ -87,9 +79,7 @@ class KeyValueStore:
         return result
 
 
-async def _put(
-    node: Node, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition
-) -> WriteResult:
+async def _put(node: Node, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition) -> WriteResult:
     if precondition.require_absent:
         row = await node.create(key, value, ttl_ms)
         if row is None:

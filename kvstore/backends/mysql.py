@@ -43,18 +43,18 @@ _REPORT = "; SELECT ROW_COUNT(), @kv_ttl, @kv_version"
 _DEAD = "ttl <= {now_ms}"
 WRITES = WriteTemplates(
     replace=(
-        "UPDATE store SET value = ?, ttl = (@kv_ttl := {expiry}), version = (@kv_version := {next_version})"
-        " WHERE {key} = ? AND ttl > {now_ms}{check}" + _REPORT
+        "UPDATE store SET value = ?, ttl = (@kv_ttl := CAST({expiry} AS SIGNED)),"
+        " version = (@kv_version := {next_version}) WHERE {key} = ? AND ttl > {now_ms}{check}" + _REPORT
     ),
     create=(
         "INSERT INTO store ({key}, value, ttl, version)"
-        " VALUES (?, ?, (@kv_ttl := {expiry}), (@kv_version := {now_us}))"
+        " VALUES (?, ?, (@kv_ttl := CAST({expiry} AS SIGNED)), (@kv_version := {now_us}))"
         f" ON DUPLICATE KEY UPDATE value = IF({_DEAD}, VALUES(value), value),"
         f" version = IF({_DEAD}, (@kv_version := {{greatest}}(version + 1, VALUES(version))), version),"
         f" ttl = IF({_DEAD}, VALUES(ttl), ttl)" + _REPORT
     ),
     touch=(
-        "UPDATE store SET ttl = (@kv_ttl := {expiry}), version = (@kv_version := {next_version})"
+        "UPDATE store SET ttl = (@kv_ttl := CAST({expiry} AS SIGNED)), version = (@kv_version := {next_version})"
         " WHERE {key} = ? AND ttl > {now_ms}{check}" + _REPORT
     ),
 )
@@ -101,9 +101,7 @@ class MySQLNode(SqlNode):
                 # UTC so that UNIX_TIMESTAMP(NOW()) never meets a DST fold; a server-side
                 # statement limit so a stuck query cannot hold a connection forever.
                 # (max_statement_time is MariaDB's; the /*M! */ comment hides it from MySQL.)
-                init_command=(
-                    f"SET time_zone = '+00:00' /*M!, SESSION max_statement_time = {statement_timeout_s} */"
-                ),
+                init_command=(f"SET time_zone = '+00:00' /*M!, SESSION max_statement_time = {statement_timeout_s} */"),
                 **connect_arguments(self._dsn),
             )
         except (OSError, pymysql.MySQLError, TimeoutError) as error:

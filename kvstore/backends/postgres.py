@@ -81,7 +81,7 @@ class PostgresNode(SqlNode):
     def connections_in_use(self) -> int:
         if self._pool is None:
             return 0
-        return self._pool.get_size() - self._pool.get_idle_size()
+        return int(self._pool.get_size() - self._pool.get_idle_size())
 
     async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         async with self._connection(write=False) as connection:

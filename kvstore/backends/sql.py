@@ -203,17 +203,14 @@ class SqlNode(Node):
         except ShardError:
             raise
         except Exception as error:
-            raise SchemaError(
-                f"{self.label}: table 'store' exists but was not created by kvstore ({error})"
-            ) from None
+            raise SchemaError(f"{self.label}: table 'store' exists but was not created by kvstore ({error})") from None
         await self._write(self.dialect.claim_schema_version, (str(SCHEMA_VERSION),))
         row = await self._fetch_one(self.statements.read_schema_version, ())
         found = int(row[0]) if row is not None and str(row[0]).isdigit() else None
         if found != SCHEMA_VERSION:
             advice = "upgrade kvstore" if (found or 0) > SCHEMA_VERSION else "check the kvstore_meta table"
             raise SchemaError(
-                f"{self.label}: schema version {found} found, this kvstore serves version {SCHEMA_VERSION}; "
-                + advice
+                f"{self.label}: schema version {found} found, this kvstore serves version {SCHEMA_VERSION}; " + advice
             )
 
     async def _row(self, sql: str, params: Params) -> Row | None:

@@ -67,7 +67,7 @@ class SQLiteNode(SqlNode):
 
     async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         async with self._use() as connection:
-            rows = await connection.execute_fetchall(sql, params)
+            rows = list(await connection.execute_fetchall(sql, params))
         return tuple(rows[0]) if rows else None
 
     async def _write_returning(self, sql: str, params: Params) -> tuple[Any, ...] | None:

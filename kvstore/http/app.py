@@ -53,9 +53,7 @@ async def open_shard(shard: Shard, timeout_s: float) -> None:
         except ShardError as error:
             if loop.time() >= deadline:
                 raise ShardError(shard.name, f"unreachable at start-up: {error.detail}") from None
-            log.warning(
-                "shard not reachable yet, retrying", extra={"shard": shard.name, "error": error.detail}
-            )
+            log.warning("shard not reachable yet, retrying", extra={"shard": shard.name, "error": error.detail})
             await shard.close(1.0)
             await asyncio.sleep(0.5)
 
@@ -103,9 +101,7 @@ def create_app(settings: Settings) -> Starlette:
         if not lifecycle.ready:
             return problem(503, "not serving (starting or shutting down)", headers={"Retry-After": "1"})
         names = sorted(router.shards)
-        results = await asyncio.gather(
-            *(_probe(router.shards[name]) for name in names), return_exceptions=False
-        )
+        results = await asyncio.gather(*(_probe(router.shards[name]) for name in names), return_exceptions=False)
         shards = dict(zip(names, results, strict=True))
         for name, state in shards.items():
             metrics.SHARD_UP.labels(name).set(1 if state == "up" else 0)

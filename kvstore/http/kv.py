@@ -35,9 +35,7 @@ def query(request: Request, allowed: frozenset[str]) -> dict[str, str]:
     for name, value in request.query_params.multi_items():
         if name not in allowed:
             expected = ", ".join(sorted(allowed)) or "none"
-            raise InvalidRequest(
-                f"unknown query parameter {name[:40]!r} for {request.method}; allowed: {expected}"
-            )
+            raise InvalidRequest(f"unknown query parameter {name[:40]!r} for {request.method}; allowed: {expected}")
         if name in params:
             raise InvalidRequest(f"query parameter {name!r} given more than once")
         params[name] = value
@@ -73,9 +71,7 @@ def row_headers(row: Row) -> dict[str, str]:
 
 def written(key: str, row: Row, status: int) -> Response:
     body: dict[str, Any] = {"key": key, "version": row.version, "expires_at": row.expires_at_ms}
-    return Response(
-        orjson.dumps(body), status_code=status, headers=row_headers(row), media_type="application/json"
-    )
+    return Response(orjson.dumps(body), status_code=status, headers=row_headers(row), media_type="application/json")
 
 
 def not_found() -> Response:

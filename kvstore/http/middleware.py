@@ -30,7 +30,7 @@ def operation(method: str, path: str) -> str:
 def _incoming_request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == _REQUEST_ID_HEADER and 0 < len(value) <= 64 and value.isascii() and value.isalnum():
-            return value.decode()
+            return str(value.decode())
     return uuid.uuid4().hex
 
 

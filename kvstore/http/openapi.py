@@ -15,9 +15,7 @@ def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 def openapi_document(max_value_bytes: int) -> dict[str, Any]:
     etag = _header('Strong entity-tag of the current version, e.g. "1795435794045000"', {"type": "string"})
-    expires = _header(
-        "Absolute expiry in epoch milliseconds (absent for persistent keys)", {"type": "integer"}
-    )
+    expires = _header("Absolute expiry in epoch milliseconds (absent for persistent keys)", {"type": "integer"})
     written = {
         "description": "The key's new state",
         "headers": {"ETag": etag, "Expires-At": expires},
@@ -61,9 +59,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                         "200": {
                             "description": "The raw value",
                             "headers": {"ETag": etag, "Expires-At": expires},
-                            "content": {
-                                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-                            },
+                            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                         },
                         "304": {
                             "description": "Not modified (If-None-Match matched)",
@@ -89,9 +85,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                     "requestBody": {
                         "required": False,
                         "description": f"The value: opaque bytes, at most {max_value_bytes} bytes",
-                        "content": {
-                            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-                        },
+                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                     },
                     "responses": {
                         "200": written | {"description": "Replaced a live value"},
@@ -129,9 +123,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                     },
                 },
             },
-            "/healthz": {
-                "get": {"summary": "The process is alive", "responses": {"200": {"description": "OK"}}}
-            },
+            "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "OK"}}}},
             "/readyz": {
                 "get": {
                     "summary": "Every shard primary is reachable",
@@ -175,16 +167,12 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
             "responses": {
                 "Problem": {
                     "description": "Problem details",
-                    "content": {
-                        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-                    },
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
                 },
                 "Unavailable": {
                     "description": "The shard is unreachable or timed out; retry after the given delay",
                     "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-                    "content": {
-                        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-                    },
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
                 },
             },
         },

@@ -1,5 +1,6 @@
 """RFC 9457 problem details: every error the API returns, in one table."""
 
+from collections.abc import Mapping
 from http import HTTPStatus
 
 import orjson
@@ -30,7 +31,7 @@ def problem(
     status: int,
     detail: str,
     *,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     **extensions: object,
 ) -> Response:
     """A problem+json response; ``title`` is the status phrase, as ``type: about:blank`` requires."""
