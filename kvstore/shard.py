@@ -25,7 +25,7 @@ class Shard:
             connect_timeout_s=server.connect_timeout_s,
             statement_timeout_s=server.request_timeout_s,
         )
-        primary = create_node(settings.backend, f"{settings.name}/primary", settings.primary, pool)
+        primary = create_node(settings.backend, settings.name, "primary", settings.primary, pool)
         return cls(name=settings.name, backend=settings.backend, primary=primary)
 
     @property

@@ -97,4 +97,4 @@ async def _put(node: Node, key: str, value: bytes, ttl_ms: int | None, precondit
         row = await node.create(key, value, ttl_ms)
         if row is not None:
             return WriteResult(row, created=True)
-    raise ShardTimeout(node.label, "the key changed under every attempt to write it; try again")
+    raise ShardTimeout(node.shard, "the key changed under every attempt to write it; try again")

@@ -16,11 +16,11 @@ _REGISTRY = {
 }
 
 
-def create_node(backend: str, label: str, location: str, pool: PoolSettings) -> Node:
+def create_node(backend: str, shard: str, role: str, location: str, pool: PoolSettings) -> Node:
     """A node for ``backend`` at ``location`` (a DSN, or a file path for SQLite); not yet open."""
     module_name, class_name = _REGISTRY[backend].split(":")
     node_class = getattr(importlib.import_module(module_name), class_name)
-    node: Node = node_class(label, location, pool)
+    node: Node = node_class(shard, role, location, pool)
     return node
 
 

@@ -10,7 +10,11 @@ Time is always the database's: callers pass TTLs as durations and the node compu
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TypeVar
 
+from kvstore.errors import ShardError
+
+E = TypeVar("E", bound=ShardError)
 SCHEMA_VERSION = 1
 PERSISTENT_TTL = 2**63 - 1  # max BIGINT: "never expires", so `ttl > now` selects every live row
 SOFT_DELETED_TTL = -1
@@ -32,8 +36,18 @@ class Row:
 class Node(ABC):
     """One database server and its pool. ``ttl_ms=None`` means "no expiry"."""
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+    def __init__(self, shard: str, role: str) -> None:
+        self.shard = shard
+        self.role = role
+
+    @property
+    def label(self) -> str:
+        """``shard/role``, e.g. ``s0/primary``: how logs, metrics and errors name the node."""
+        return f"{self.shard}/{self.role}"
+
+    def failure(self, kind: type[E], detail: str) -> E:
+        """A shard error of ``kind`` that names this node's shard and role."""
+        return kind(self.shard, f"{self.role}: {detail}")
 
     @abstractmethod
     async def open(self) -> None:

@@ -83,8 +83,8 @@ class MySQLNode(SqlNode):
     dialect = DIALECT
     statements = STATEMENTS
 
-    def __init__(self, label: str, dsn: str, pool: PoolSettings) -> None:
-        super().__init__(label)
+    def __init__(self, shard: str, role: str, dsn: str, pool: PoolSettings) -> None:
+        super().__init__(shard, role)
         self._dsn = dsn
         self._settings = pool
         self._pool: aiomysql.Pool | None = None
@@ -105,7 +105,7 @@ class MySQLNode(SqlNode):
                 **connect_arguments(self._dsn),
             )
         except (OSError, pymysql.MySQLError, TimeoutError) as error:
-            raise ShardUnavailable(self.label, f"cannot connect: {_describe(error)}") from None
+            raise self.failure(ShardUnavailable, f"cannot connect: {_describe(error)}") from None
 
     async def close(self, timeout_s: float) -> None:
         if self._pool is None:
@@ -143,11 +143,11 @@ class MySQLNode(SqlNode):
     @asynccontextmanager
     async def _cursor(self, write: bool) -> AsyncIterator[aiomysql.Cursor]:
         if self._pool is None:
-            raise ShardUnavailable(self.label, "not open")
+            raise self.failure(ShardUnavailable, "not open")
         try:
             connection = await self._pool.acquire()
         except (OSError, pymysql.MySQLError) as error:
-            raise ShardUnavailable(self.label, f"cannot connect: {_describe(error)}") from None
+            raise self.failure(ShardUnavailable, f"cannot connect: {_describe(error)}") from None
         try:
             async with connection.cursor() as cursor:
                 yield cursor
@@ -155,7 +155,7 @@ class MySQLNode(SqlNode):
             # A connection interrupted mid-protocol (cancelled by the request deadline, or
             # broken) may still have unread results on the wire: it must never be reused.
             connection.close()
-            translated = _translate(self.label, error, write)
+            translated = _translate(self, error, write)
             if translated is error:
                 raise
             raise translated from None
@@ -163,18 +163,18 @@ class MySQLNode(SqlNode):
             self._pool.release(connection)
 
 
-def _translate(label: str, error: BaseException, write: bool) -> BaseException:
+def _translate(node: "MySQLNode", error: BaseException, write: bool) -> BaseException:
     errno = error.args[0] if isinstance(error, pymysql.MySQLError) and error.args else None
     if errno in _TIMEOUT_ERRNOS:
-        return ShardTimeout(label, f"statement timed out on the server ({_describe(error)})")
+        return node.failure(ShardTimeout, f"statement timed out on the server ({_describe(error)})")
     lost = isinstance(error, OSError | pymysql.err.InterfaceError) or errno in _UNAVAILABLE_ERRNOS
     if not lost:
         return error
     if write:
-        return WriteOutcomeUnknown(
-            label, f"connection lost during a write; it may have been applied ({_describe(error)})"
+        return node.failure(
+            WriteOutcomeUnknown, f"connection lost during a write; it may have been applied ({_describe(error)})"
         )
-    return ShardUnavailable(label, f"connection lost: {_describe(error)}")
+    return node.failure(ShardUnavailable, f"connection lost: {_describe(error)}")
 
 
 def _describe(error: BaseException) -> str:

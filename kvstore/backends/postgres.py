@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode
-from kvstore.errors import ShardTimeout, ShardUnavailable, WriteOutcomeUnknown
+from kvstore.errors import ShardError, ShardTimeout, ShardUnavailable, WriteOutcomeUnknown
 
 _EPOCH = "extract(epoch from clock_timestamp())"
 
@@ -47,8 +47,8 @@ class PostgresNode(SqlNode):
     dialect = DIALECT
     statements = STATEMENTS
 
-    def __init__(self, label: str, dsn: str, pool: PoolSettings) -> None:
-        super().__init__(label)
+    def __init__(self, shard: str, role: str, dsn: str, pool: PoolSettings) -> None:
+        super().__init__(shard, role)
         self._dsn = dsn
         self._settings = pool
         self._pool: asyncpg.Pool | None = None
@@ -67,7 +67,7 @@ class PostgresNode(SqlNode):
                 },
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
-            raise ShardUnavailable(self.label, f"cannot connect: {_describe(error)}") from None
+            raise self.failure(ShardUnavailable, f"cannot connect: {_describe(error)}") from None
 
     async def close(self, timeout_s: float) -> None:
         if self._pool is None:
@@ -102,26 +102,36 @@ class PostgresNode(SqlNode):
     @asynccontextmanager
     async def _connection(self, write: bool) -> AsyncIterator[asyncpg.Connection]:
         if self._pool is None:
-            raise ShardUnavailable(self.label, "not open")
+            raise self.failure(ShardUnavailable, "not open")
         try:
             connection = await self._pool.acquire()
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError) as error:
-            raise ShardUnavailable(self.label, f"cannot connect: {_describe(error)}") from None
+            raise self.failure(ShardUnavailable, f"cannot connect: {_describe(error)}") from None
         try:
             yield connection
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError) as error:
+        except asyncpg.PostgresError as error:
+            # The server answered: the connection itself is in a known state.
             if isinstance(error, asyncpg.QueryCanceledError):
-                raise ShardTimeout(self.label, "statement timed out on the server") from None
-            if isinstance(error, asyncpg.PostgresError) and not _is_unavailable(error):
+                raise self.failure(ShardTimeout, "statement timed out on the server") from None
+            if not _is_unavailable(error):
                 raise
-            if write:
-                raise WriteOutcomeUnknown(
-                    self.label,
-                    f"connection lost during a write; it may have been applied ({_describe(error)})",
-                ) from None
-            raise ShardUnavailable(self.label, f"connection lost: {_describe(error)}") from None
+            raise self._lost(error, write) from None
+        except BaseException as error:
+            # Cancelled by the request deadline or broken mid-protocol: never reuse it, and do not
+            # let release() wait for a cancel request to a server that may not answer at all.
+            connection.terminate()
+            if isinstance(error, OSError | asyncpg.InterfaceError):
+                raise self._lost(error, write) from None
+            raise
         finally:
             await self._pool.release(connection)
+
+    def _lost(self, error: BaseException, write: bool) -> ShardError:
+        if write:
+            return self.failure(
+                WriteOutcomeUnknown, f"connection lost during a write; it may have been applied ({_describe(error)})"
+            )
+        return self.failure(ShardUnavailable, f"connection lost: {_describe(error)}")
 
 
 def _is_unavailable(error: asyncpg.PostgresError) -> bool:

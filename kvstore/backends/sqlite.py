@@ -39,8 +39,8 @@ class SQLiteNode(SqlNode):
     dialect = DIALECT
     statements = STATEMENTS
 
-    def __init__(self, label: str, path: str, pool: PoolSettings) -> None:
-        super().__init__(label)
+    def __init__(self, shard: str, role: str, path: str, pool: PoolSettings) -> None:
+        super().__init__(shard, role)
         self._path = Path(path)
         self._busy_timeout_ms = int(pool.statement_timeout_s * 1000)
         self._connection: aiosqlite.Connection | None = None
@@ -54,7 +54,7 @@ class SQLiteNode(SqlNode):
             await connection.execute("PRAGMA journal_mode = WAL")
             await connection.execute("PRAGMA synchronous = FULL")
         except (OSError, sqlite3.Error) as error:
-            raise ShardUnavailable(self.label, f"cannot open {self._path}: {error}") from None
+            raise self.failure(ShardUnavailable, f"cannot open {self._path}: {error}") from None
         self._connection = connection
 
     async def close(self, timeout_s: float) -> None:
@@ -80,15 +80,15 @@ class SQLiteNode(SqlNode):
     @asynccontextmanager
     async def _use(self) -> AsyncIterator[aiosqlite.Connection]:
         if self._connection is None:
-            raise ShardUnavailable(self.label, "not open")
+            raise self.failure(ShardUnavailable, "not open")
         self._in_use += 1
         try:
             yield self._connection
         except sqlite3.OperationalError as error:
             if "locked" in str(error) or "busy" in str(error):
-                raise ShardTimeout(self.label, f"database file busy: {error}") from None
+                raise self.failure(ShardTimeout, f"database file busy: {error}") from None
             if "unable to open" in str(error) or "disk I/O" in str(error):
-                raise ShardUnavailable(self.label, str(error)) from None
+                raise self.failure(ShardUnavailable, str(error)) from None
             raise
         finally:
             self._in_use -= 1

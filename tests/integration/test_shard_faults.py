@@ -1,0 +1,117 @@
+"""A shard whose database is down or frozen answers 503 + Retry-After fast; the others keep serving.
+
+Each test gets its own database instances (it stops them) and its own `kvstore serve`.
+"""
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kvstore.cluster import MariaDBInstance, PostgresInstance
+from kvstore.cluster.binaries import find_mariadb_binaries, find_postgres_binaries
+from kvstore.cluster.instance import DatabaseInstance
+from kvstore.config import load_settings
+from tests.conftest import require, start_instances
+from tests.support.server import ServerProcess, write_config
+
+REQUEST_TIMEOUT_S = 1.0
+KINDS = {"postgres": (PostgresInstance, find_postgres_binaries), "mysql": (MariaDBInstance, find_mariadb_binaries)}
+
+
+@pytest.fixture(params=sorted(KINDS))
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[list[DatabaseInstance], ServerProcess]]:
+    kind, find_binaries = KINDS[request.param]
+    require(find_binaries)
+    instances = start_instances(kind, 2)
+    config = write_config(
+        tmp_path / "shards.yaml",
+        request.param,
+        [instance.dsn() for instance in instances],
+        request_timeout_s=REQUEST_TIMEOUT_S,
+        connect_timeout_s=0.5,
+        retry_after_s=2,
+    )
+    server = ServerProcess(config).start()
+    yield instances, server
+    server.stop()
+    for instance in instances:
+        if (pid := instance.pid()) is not None:
+            freeze(pid, signal.SIGCONT)
+        instance.cleanup()
+
+
+def freeze(pid: int, sig: signal.Signals) -> None:
+    """Signal a server and its children (PostgreSQL backends run in sessions of their own)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for target in (pid, *map(int, children)):
+        os.kill(target, sig)
+
+
+def key_on(config: Path, shard: str) -> str:
+    ring = load_settings(config, environ={}).ring()
+    return next(f"key-{i}" for i in range(10_000) if ring.owner(f"key-{i}") == shard)
+
+
+def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+def assert_unavailable(response: httpx.Response, elapsed_s: float, shard: str) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "2"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["shard"] == shard
+    assert elapsed_s < REQUEST_TIMEOUT_S + 1.0
+
+
+def test_stopped_shard_gives_fast_503_and_recovers(cluster: tuple[list[DatabaseInstance], ServerProcess]) -> None:
+    instances, server = cluster
+    down, up = key_on(server.config, "s1"), key_on(server.config, "s0")
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.put(f"/v1/kv/{down}", content=b"before").status_code == 201
+        instances[1].stop()
+
+        for call in (lambda: client.get(f"/v1/kv/{down}"), lambda: client.put(f"/v1/kv/{down}", content=b"x")):
+            response, elapsed = timed(call)
+            assert_unavailable(response, elapsed, "s1")
+        assert client.put(f"/v1/kv/{up}", content=b"still here").status_code in (200, 201)
+        assert client.get(f"/v1/kv/{up}").content == b"still here"
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["shards"]["s0"] == "up" and ready.json()["shards"]["s1"].startswith("down")
+
+        instances[1].start()
+        deadline = time.monotonic() + 15
+        while client.get(f"/v1/kv/{down}").status_code != 200:
+            assert time.monotonic() < deadline, "shard did not come back"
+            time.sleep(0.2)
+        assert client.get(f"/v1/kv/{down}").content == b"before"
+        assert client.get("/readyz").status_code == 200
+
+
+def test_frozen_shard_times_out_within_the_deadline(cluster: tuple[list[DatabaseInstance], ServerProcess]) -> None:
+    instances, server = cluster
+    frozen, fine = key_on(server.config, "s0"), key_on(server.config, "s1")
+    pid = instances[0].pid()
+    assert pid is not None
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        client.put(f"/v1/kv/{frozen}", content=b"v")
+        freeze(pid, signal.SIGSTOP)
+        try:
+            for call in (lambda: client.get(f"/v1/kv/{frozen}"), lambda: client.put(f"/v1/kv/{frozen}", content=b"w")):
+                response, elapsed = timed(call)
+                assert_unavailable(response, elapsed, "s0")
+            assert client.put(f"/v1/kv/{fine}", content=b"ok").status_code in (200, 201)
+        finally:
+            freeze(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 15
+        while client.get(f"/v1/kv/{frozen}").status_code != 200:
+            assert time.monotonic() < deadline, "shard did not come back after SIGCONT"
+            time.sleep(0.2)
