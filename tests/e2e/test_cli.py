@@ -1,0 +1,112 @@
+"""The `kvstore` command as an operator runs it: real processes, real files."""
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from kvstore.cluster.ports import free_port
+from tests.support.server import ServerProcess, write_config
+
+
+def kvstore(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kvstore", *args], capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+
+
+def sqlite_config(tmp_path: Path, **server: object) -> Path:
+    return write_config(tmp_path / "shards.yaml", "sqlite", ["a.db", "b.db"], **server)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"shards": []}, "shards: no shards configured"),
+        ({"shards": [{"name": "s0", "backend": "oracle", "primary": "x"}]}, "shards[0].backend: unknown backend"),
+        ({"shards": [{"name": "s0", "backend": "postgres", "primary": "http://x/db"}]}, "shards[0].primary: bad DSN"),
+    ],
+)
+def test_bad_config_exits_with_one_clear_line(tmp_path: Path, document: object, message: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(document))
+    result = kvstore("serve", "--config", str(config), "--port", str(free_port()))
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_shards_init_is_idempotent(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path)
+    for _ in range(2):
+        result = kvstore("shards", "init", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == ["s0: schema ok (sqlite)", "s1: schema ok (sqlite)"]
+
+
+def test_newer_schema_stops_the_start(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path, startup_timeout_s=1)
+    assert kvstore("shards", "init", "--config", str(config)).returncode == 0
+    with sqlite3.connect(tmp_path / "b.db") as db:
+        db.execute("UPDATE kvstore_meta SET value = '99' WHERE name = 'schema_version'")
+    result = kvstore("serve", "--config", str(config), "--port", str(free_port()))
+    assert result.returncode != 0
+    assert "s1/primary: schema version 99 found" in result.stderr and "upgrade kvstore" in result.stderr
+
+
+def test_foreign_store_table_stops_the_start(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path, startup_timeout_s=1)
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        db.execute("CREATE TABLE store (id INTEGER PRIMARY KEY, payload TEXT)")
+    result = kvstore("serve", "--config", str(config), "--port", str(free_port()))
+    assert result.returncode != 0
+    assert "table 'store' exists but was not created by kvstore" in result.stderr
+
+
+def test_unreachable_shard_at_start_is_named(tmp_path: Path) -> None:
+    dead = f"postgresql://kvstore@127.0.0.1:{free_port()}/kvstore"
+    config = write_config(tmp_path / "shards.yaml", "postgres", [dead], startup_timeout_s=1, connect_timeout_s=0.5)
+    started = time.monotonic()
+    result = kvstore("serve", "--config", str(config), "--port", str(free_port()))
+    assert result.returncode != 0
+    assert "shard s0: unreachable at start-up" in result.stderr
+    assert time.monotonic() - started < 20
+
+
+def test_sigterm_shuts_down_gracefully(tmp_path: Path) -> None:
+    server = ServerProcess(sqlite_config(tmp_path)).start()
+    assert server.process is not None
+    with httpx.Client(base_url=server.url) as client:
+        assert client.put("/v1/kv/x", content=b"1").status_code == 201
+    server.process.send_signal(signal.SIGTERM)
+    # uvicorn re-raises the signal once it has shut down cleanly, so the status is "terminated".
+    assert server.process.wait(15) in (0, -signal.SIGTERM)
+    assert '"msg":"stopped"' in server.log()
+    assert "Application shutdown complete" in server.log()
+
+
+def test_several_workers_share_sqlite_and_metrics(tmp_path: Path) -> None:
+    server = ServerProcess(sqlite_config(tmp_path), "--workers", "2").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+
+            def write(i: int) -> int:
+                return client.put(f"/v1/kv/w{i}", content=b"%d" % i).status_code
+
+            with ThreadPoolExecutor(8) as pool:
+                assert set(pool.map(write, range(200))) == {201}
+            assert all(client.get(f"/v1/kv/w{i}").content == b"%d" % i for i in range(200))
+            metrics = client.get("/metrics").text
+            line = next(
+                line for line in metrics.splitlines() if line.startswith('kvstore_http_requests_total{op="put"')
+            )
+            assert float(line.rsplit(" ", 1)[1]) == 200.0, "both workers' requests are counted"
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM)
