@@ -58,3 +58,8 @@ class ShardTimeout(ShardError):
 
 class WriteOutcomeUnknown(ShardError):
     """A write was sent but its outcome is unknown; it was not retried."""
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` for a driver error, for the detail of the ShardError it becomes."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TypeVar
 
-from kvstore.errors import ShardError
+from kvstore.errors import ShardError, ShardUnavailable, WriteOutcomeUnknown, describe
 
 E = TypeVar("E", bound=ShardError)
 SCHEMA_VERSION = 1
@@ -48,6 +48,14 @@ class Node(ABC):
     def failure(self, kind: type[E], detail: str) -> E:
         """A shard error of ``kind`` that names this node's shard and role."""
         return kind(self.shard, f"{self.role}: {detail}")
+
+    def connection_lost(self, error: BaseException, write: bool) -> ShardError:
+        """The error for a connection that broke mid-operation: a write's outcome is then unknown."""
+        if write:
+            return self.failure(
+                WriteOutcomeUnknown, f"connection lost during a write; it may have been applied ({describe(error)})"
+            )
+        return self.failure(ShardUnavailable, f"connection lost: {describe(error)}")
 
     @abstractmethod
     async def open(self) -> None:

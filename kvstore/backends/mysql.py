@@ -22,7 +22,7 @@ import aiomysql
 import pymysql
 
 from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode, Statements, WriteTemplates
-from kvstore.errors import ShardTimeout, ShardUnavailable, WriteOutcomeUnknown
+from kvstore.errors import ShardTimeout, ShardUnavailable, describe
 
 DIALECT = Dialect(
     name="mysql",
@@ -105,7 +105,7 @@ class MySQLNode(SqlNode):
                 **connect_arguments(self._dsn),
             )
         except (OSError, pymysql.MySQLError, TimeoutError) as error:
-            raise self.failure(ShardUnavailable, f"cannot connect: {_describe(error)}") from None
+            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
 
     async def close(self, timeout_s: float) -> None:
         if self._pool is None:
@@ -147,7 +147,7 @@ class MySQLNode(SqlNode):
         try:
             connection = await self._pool.acquire()
         except (OSError, pymysql.MySQLError) as error:
-            raise self.failure(ShardUnavailable, f"cannot connect: {_describe(error)}") from None
+            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
         try:
             async with connection.cursor() as cursor:
                 yield cursor
@@ -166,16 +166,8 @@ class MySQLNode(SqlNode):
 def _translate(node: "MySQLNode", error: BaseException, write: bool) -> BaseException:
     errno = error.args[0] if isinstance(error, pymysql.MySQLError) and error.args else None
     if errno in _TIMEOUT_ERRNOS:
-        return node.failure(ShardTimeout, f"statement timed out on the server ({_describe(error)})")
+        return node.failure(ShardTimeout, f"statement timed out on the server ({describe(error)})")
     lost = isinstance(error, OSError | pymysql.err.InterfaceError) or errno in _UNAVAILABLE_ERRNOS
     if not lost:
         return error
-    if write:
-        return node.failure(
-            WriteOutcomeUnknown, f"connection lost during a write; it may have been applied ({_describe(error)})"
-        )
-    return node.failure(ShardUnavailable, f"connection lost: {_describe(error)}")
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return node.connection_lost(error, write)

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode
-from kvstore.errors import ShardError, ShardTimeout, ShardUnavailable, WriteOutcomeUnknown
+from kvstore.errors import ShardTimeout, ShardUnavailable, describe
 
 _EPOCH = "extract(epoch from clock_timestamp())"
 
@@ -67,7 +67,7 @@ class PostgresNode(SqlNode):
                 },
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
-            raise self.failure(ShardUnavailable, f"cannot connect: {_describe(error)}") from None
+            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
 
     async def close(self, timeout_s: float) -> None:
         if self._pool is None:
@@ -106,7 +106,7 @@ class PostgresNode(SqlNode):
         try:
             connection = await self._pool.acquire()
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError) as error:
-            raise self.failure(ShardUnavailable, f"cannot connect: {_describe(error)}") from None
+            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
         try:
             yield connection
         except asyncpg.PostgresError as error:
@@ -115,29 +115,18 @@ class PostgresNode(SqlNode):
                 raise self.failure(ShardTimeout, "statement timed out on the server") from None
             if not _is_unavailable(error):
                 raise
-            raise self._lost(error, write) from None
+            raise self.connection_lost(error, write) from None
         except BaseException as error:
             # Cancelled by the request deadline or broken mid-protocol: never reuse it, and do not
             # let release() wait for a cancel request to a server that may not answer at all.
             connection.terminate()
             if isinstance(error, OSError | asyncpg.InterfaceError):
-                raise self._lost(error, write) from None
+                raise self.connection_lost(error, write) from None
             raise
         finally:
             await self._pool.release(connection)
-
-    def _lost(self, error: BaseException, write: bool) -> ShardError:
-        if write:
-            return self.failure(
-                WriteOutcomeUnknown, f"connection lost during a write; it may have been applied ({_describe(error)})"
-            )
-        return self.failure(ShardUnavailable, f"connection lost: {_describe(error)}")
 
 
 def _is_unavailable(error: asyncpg.PostgresError) -> bool:
     sqlstate = getattr(error, "sqlstate", None) or ""
     return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
