@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from kvstore import metrics
 from kvstore.config import Settings
@@ -66,7 +67,7 @@ async def publish_pool_gauges(router: Router) -> None:
         await asyncio.sleep(_GAUGE_INTERVAL_S)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> ASGIApp:
     server = settings.server
     router = Router.from_settings(settings)
     store = KeyValueStore(router, server.request_timeout_s)
@@ -131,7 +132,7 @@ def create_app(settings: Settings) -> Starlette:
         return problem(error.status_code, error.detail, headers=error.headers)
 
     async def on_unexpected(request: Request, error: Exception) -> Response:
-        log.exception("unhandled error")
+        # Logged (with its request id) by RequestContext, which sees the exception next.
         return problem(500, "internal error; see the server log for this request id")
 
     routes = [
@@ -150,10 +151,9 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         exception_handlers={KvError: on_kv_error, HTTPException: on_http_error, Exception: on_unexpected},
     )
-    app.add_middleware(RequestContext, log_requests=server.access_log)
-    app.state.store = store
-    app.state.router = router
-    return app
+    # Outermost, so that even a 500 rendered by Starlette's ServerErrorMiddleware carries the
+    # request id, and the error is logged once, with it.
+    return RequestContext(app, log_requests=server.access_log)
 
 
 async def _probe(shard: Shard) -> str:

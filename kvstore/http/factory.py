@@ -4,14 +4,14 @@
 settings with the documented precedence (defaults < file < environment < flags).
 """
 
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from kvstore import logs
 from kvstore.config import load_settings
 from kvstore.http.app import create_app
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> ASGIApp:
     settings = load_settings()
     logs.configure(settings.server.log_level)
     return create_app(settings)

@@ -18,6 +18,7 @@ _NAMED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 _KV_METHODS = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 _REQUEST_ID_HEADER = b"x-request-id"
 access_log = logging.getLogger("kvstore.access")
+log = logging.getLogger("kvstore.server")
 
 
 def operation(method: str, path: str) -> str:
@@ -58,6 +59,10 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Starlette has already answered 500 (problem+json); log it here, where the request
+            # id is still known, and do not hand it on to uvicorn to be logged a second time.
+            log.exception("unhandled error", extra={"op": operation(scope["method"], scope["path"])})
         finally:
             elapsed = time.perf_counter() - started
             op = operation(scope["method"], scope["path"])
