@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -19,6 +19,7 @@ import yaml
 from kvstore.errors import ConfigError
 from kvstore.ring import DEFAULT_VNODES_PER_WEIGHT, HashRing, RingNode
 
+T = TypeVar("T")
 BACKENDS = ("sqlite", "postgres", "mysql")
 CONFIG_ENV = "KVSTORE_CONFIG"
 DEFAULT_CONFIG_PATH = Path("shards.yaml")
@@ -46,6 +47,17 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SweeperSettings:
+    """The expiry sweeper (see ``sweeper.py``); each can also be set as ``KVSTORE_SWEEPER_<NAME>``."""
+
+    enabled: bool = True
+    keys_per_sample: int = 20
+    stale_threshold: float = 0.25
+    cycle_budget_ms: float = 25.0
+    tick_ms: float = 100.0
+
+
+@dataclass(frozen=True, slots=True)
 class ShardSettings:
     name: str
     backend: str
@@ -60,6 +72,7 @@ class ShardSettings:
 class Settings:
     server: ServerSettings
     shards: tuple[ShardSettings, ...]
+    sweeper: SweeperSettings = SweeperSettings()
     vnodes_per_weight: int = DEFAULT_VNODES_PER_WEIGHT
     source: Path | None = None
 
@@ -96,13 +109,18 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
 def parse_settings(document: Any, environ: Mapping[str, str], base_dir: Path, source: Path | None = None) -> Settings:
     document = _interpolate(document, environ, "")
     root = _mapping(document, "config")
-    _reject_unknown(root, {"server", "shards", "ring"}, "")
-    server = _server_settings(_mapping(root.get("server", {}), "server"), environ)
+    _reject_unknown(root, {"server", "shards", "ring", "sweeper"}, "")
+    server = _section(ServerSettings, _mapping(root.get("server", {}), "server"), environ, "server", "KVSTORE_")
+    _check_server(server)
+    sweeper = _section(
+        SweeperSettings, _mapping(root.get("sweeper", {}), "sweeper"), environ, "sweeper", "KVSTORE_SWEEPER_"
+    )
+    _check_sweeper(sweeper)
     ring = _mapping(root.get("ring", {}), "ring")
     _reject_unknown(ring, {"vnodes_per_weight"}, "ring.")
     vnodes = _integer(ring.get("vnodes_per_weight", DEFAULT_VNODES_PER_WEIGHT), "ring.vnodes_per_weight", 1)
     shards = _shard_list(root.get("shards"), base_dir)
-    return Settings(server=server, shards=shards, vnodes_per_weight=vnodes, source=source)
+    return Settings(server=server, shards=shards, sweeper=sweeper, vnodes_per_weight=vnodes, source=source)
 
 
 def _interpolate(value: Any, environ: Mapping[str, str], path: str) -> Any:
@@ -124,21 +142,27 @@ def _interpolate(value: Any, environ: Mapping[str, str], path: str) -> Any:
     return value
 
 
-def _server_settings(raw: Mapping[str, Any], environ: Mapping[str, str]) -> ServerSettings:
-    known = {f.name: f for f in fields(ServerSettings)}
-    _reject_unknown(raw, set(known), "server.")
+def _section(kind: type[T], raw: Mapping[str, Any], environ: Mapping[str, str], path: str, env_prefix: str) -> T:
+    """A flat settings section from the file, overridden by ``<env_prefix><NAME>`` variables."""
+    known = {f.name: f for f in fields(kind)}  # type: ignore[arg-type]
+    _reject_unknown(raw, set(known), f"{path}.")
     values: dict[str, Any] = dict(raw)
     for name in known:
-        env_name = f"KVSTORE_{name.upper()}"
+        env_name = f"{env_prefix}{name.upper()}"
         if env_name in environ:
             values[name] = environ[env_name]
-    parsed: dict[str, Any] = {}
-    for name, value in values.items():
-        default = known[name].default
-        parsed[name] = _coerce(value, type(default), f"server.{name}")
-    settings = ServerSettings(**parsed)
-    _check_server(settings)
-    return settings
+    parsed = {name: _coerce(value, type(known[name].default), f"{path}.{name}") for name, value in values.items()}
+    return kind(**parsed)
+
+
+def _check_sweeper(sweeper: SweeperSettings) -> None:
+    for name in ("keys_per_sample", "cycle_budget_ms", "tick_ms"):
+        if getattr(sweeper, name) <= 0:
+            raise ConfigError(f"sweeper.{name}: must be greater than 0")
+    if not 0 < sweeper.stale_threshold < 1:
+        raise ConfigError("sweeper.stale_threshold: must be between 0 and 1 (exclusive)")
+    if sweeper.cycle_budget_ms > sweeper.tick_ms:
+        raise ConfigError("sweeper.cycle_budget_ms: must not exceed sweeper.tick_ms")
 
 
 def _check_server(server: ServerSettings) -> None:

@@ -5,6 +5,7 @@ and ``/metrics`` aggregates every worker's samples (prometheus_client's multipro
 """
 
 import os
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -34,6 +35,40 @@ SHARD_UP = Gauge(
     ["shard"],
     multiprocess_mode="livemax",
 )
+
+
+SWEEPER_SAMPLED = Counter("kvstore_sweeper_sampled_keys", "Keys the sweeper sampled", ["shard"])
+SWEEPER_DEAD = Counter("kvstore_sweeper_dead_keys", "Sampled keys that were expired or deleted", ["shard"])
+SWEEPER_DELETED = Counter("kvstore_sweeper_deleted_rows", "Rows the sweeper hard-deleted", ["shard"])
+SWEEPER_CYCLES = Counter("kvstore_sweeper_cycles", "Sweep cycles run", ["shard"])
+SWEEPER_SECONDS = Counter("kvstore_sweeper_seconds", "Time spent in sweep cycles", ["shard"])
+SWEEPER_STALE = Gauge(
+    "kvstore_sweeper_stale_ratio",
+    "Running estimate of the dead fraction among rows with an expiry (Redis: expired_stale_perc)",
+    ["shard"],
+    multiprocess_mode="livemax",
+)
+SWEEPER_ACTIVE = Gauge(
+    "kvstore_sweeper_active",
+    "1 while this process holds the shard's sweeper lock",
+    ["shard"],
+    multiprocess_mode="livemax",
+)
+
+
+def record_sweep(shard: str, result: "SweepCounts", seconds: float, stale_estimate: float) -> None:
+    SWEEPER_SAMPLED.labels(shard).inc(result.sampled)
+    SWEEPER_DEAD.labels(shard).inc(result.dead)
+    SWEEPER_DELETED.labels(shard).inc(result.deleted)
+    SWEEPER_CYCLES.labels(shard).inc()
+    SWEEPER_SECONDS.labels(shard).inc(seconds)
+    SWEEPER_STALE.labels(shard).set(stale_estimate)
+
+
+class SweepCounts(Protocol):
+    sampled: int
+    dead: int
+    deleted: int
 
 
 def exposition() -> bytes:

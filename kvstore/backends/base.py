@@ -9,6 +9,7 @@ Time is always the database's: callers pass TTLs as durations and the node compu
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -96,3 +97,39 @@ class Node(ABC):
     @abstractmethod
     async def soft_delete(self, key: str, if_version: int | None) -> bool:
         """Mark a live row deleted (``ttl = -1``); False if not live / no match."""
+
+    @abstractmethod
+    async def sample_expiring(self, count: int) -> list[tuple[str, bool]]:
+        """Up to ``count`` random rows among those with an expiry or deleted: ``(key, is_dead)``.
+
+        One index seek at a random point of the sweep-slot index, so it costs O(log n + count)
+        whatever the table size.
+        """
+
+    @abstractmethod
+    async def purge(self, keys: Sequence[str]) -> int:
+        """Hard-delete those of ``keys`` that are dead *now* (re-checked in the same statement)."""
+
+    @abstractmethod
+    async def scan_keys(self, after: str, limit: int) -> list[str]:
+        """Up to ``limit`` keys greater than ``after`` in key order (batched full scans)."""
+
+    @abstractmethod
+    async def acquire_sweeper_lock(self) -> "SweeperLock | None":
+        """The shard-wide sweeper lock, or None when another process holds it.
+
+        The lock lives on a connection (or file descriptor) of its own, so it is released when
+        its holder dies, however it dies.
+        """
+
+
+class SweeperLock(ABC):
+    """Proof that this process is the only one sweeping a shard."""
+
+    @abstractmethod
+    def held(self) -> bool:
+        """False once the lock's connection is gone: stop sweeping and try to acquire it again."""
+
+    @abstractmethod
+    async def release(self) -> None:
+        """Give the lock up (idempotent)."""

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import aiomysql
 import pymysql
 
+from kvstore.backends.base import SweeperLock
 from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode, Statements, WriteTemplates
 from kvstore.errors import ShardTimeout, ShardUnavailable, describe
 
@@ -33,10 +34,12 @@ DIALECT = Dialect(
     placeholder="%s",
     schema=(
         "CREATE TABLE IF NOT EXISTS store (`key` VARBINARY(1020) NOT NULL PRIMARY KEY,"
-        " value LONGBLOB NOT NULL, ttl BIGINT NOT NULL, version BIGINT NOT NULL) ENGINE=InnoDB",
+        " value LONGBLOB NOT NULL, ttl BIGINT NOT NULL, version BIGINT NOT NULL, sweep_slot BIGINT NULL,"
+        " INDEX store_sweep_slot (sweep_slot)) ENGINE=InnoDB",
         "CREATE TABLE IF NOT EXISTS kvstore_meta (name VARCHAR(64) NOT NULL PRIMARY KEY,"
         " value VARCHAR(255) NOT NULL) ENGINE=InnoDB",
     ),
+    indexes=(),  # MySQL has no partial indexes and no CREATE INDEX IF NOT EXISTS: it is in the table
     claim_schema_version="INSERT IGNORE INTO kvstore_meta (name, value) VALUES ('schema_version', %s)",
 )
 _REPORT = "; SELECT ROW_COUNT(), @kv_ttl, @kv_version"
@@ -44,18 +47,20 @@ _DEAD = "ttl <= {now_ms}"
 WRITES = WriteTemplates(
     replace=(
         "UPDATE store SET value = ?, ttl = (@kv_ttl := CAST({expiry} AS SIGNED)),"
-        " version = (@kv_version := {next_version}) WHERE {key} = ? AND ttl > {now_ms}{check}" + _REPORT
+        " version = (@kv_version := {next_version}), sweep_slot = {slot}"
+        " WHERE {key} = ? AND ttl > {now_ms}{check}" + _REPORT
     ),
     create=(
-        "INSERT INTO store ({key}, value, ttl, version)"
-        " VALUES (?, ?, (@kv_ttl := CAST({expiry} AS SIGNED)), (@kv_version := {now_us}))"
+        "INSERT INTO store ({key}, value, ttl, version, sweep_slot)"
+        " VALUES (?, ?, (@kv_ttl := CAST({expiry} AS SIGNED)), (@kv_version := {now_us}), ?)"
         f" ON DUPLICATE KEY UPDATE value = IF({_DEAD}, VALUES(value), value),"
         f" version = IF({_DEAD}, (@kv_version := {{greatest}}(version + 1, VALUES(version))), version),"
+        f" sweep_slot = IF({_DEAD}, VALUES(sweep_slot), sweep_slot),"
         f" ttl = IF({_DEAD}, VALUES(ttl), ttl)" + _REPORT
     ),
     touch=(
-        "UPDATE store SET ttl = (@kv_ttl := CAST({expiry} AS SIGNED)), version = (@kv_version := {next_version})"
-        " WHERE {key} = ? AND ttl > {now_ms}{check}" + _REPORT
+        "UPDATE store SET ttl = (@kv_ttl := CAST({expiry} AS SIGNED)), version = (@kv_version := {next_version}),"
+        " sweep_slot = {slot} WHERE {key} = ? AND ttl > {now_ms}{check}" + _REPORT
     ),
 )
 STATEMENTS = Statements.build(DIALECT, WRITES)
@@ -140,6 +145,33 @@ class MySQLNode(SqlNode):
             await cursor.execute(sql, params)
             return int(cursor.rowcount)
 
+    async def _fetch_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+        async with self._cursor(write=False) as cursor:
+            await cursor.execute(sql, params)
+            rows = await cursor.fetchall()
+        # Keys are VARBINARY: they come back as bytes.
+        return [tuple(cell.decode() if isinstance(cell, bytes) else cell for cell in row) for row in rows]
+
+    async def acquire_sweeper_lock(self) -> SweeperLock | None:
+        arguments = connect_arguments(self._dsn)
+        try:
+            connection = await aiomysql.connect(connect_timeout=self._settings.connect_timeout_s, **arguments)
+        except (OSError, pymysql.MySQLError, TimeoutError) as error:
+            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
+        # GET_LOCK names are server-wide: name the database so that two shards on one server differ.
+        name = f"kvstore.sweeper.{arguments['db']}"[:64]
+        try:
+            async with connection.cursor() as cursor:
+                await cursor.execute("SELECT GET_LOCK(%s, 0)", (name,))
+                (acquired,) = await cursor.fetchone()
+        except BaseException:
+            connection.close()
+            raise
+        if acquired != 1:
+            connection.close()
+            return None
+        return _NamedLock(connection)
+
     @asynccontextmanager
     async def _cursor(self, write: bool) -> AsyncIterator[aiomysql.Cursor]:
         if self._pool is None:
@@ -171,3 +203,16 @@ def _translate(node: "MySQLNode", error: BaseException, write: bool) -> BaseExce
     if not lost:
         return error
     return node.connection_lost(error, write)
+
+
+class _NamedLock(SweeperLock):
+    """A ``GET_LOCK`` lock: the server releases it when the session ends, however the holder dies."""
+
+    def __init__(self, connection: aiomysql.Connection) -> None:
+        self._connection = connection
+
+    def held(self) -> bool:
+        return not self._connection.closed
+
+    async def release(self) -> None:
+        self._connection.close()

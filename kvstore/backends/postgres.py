@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from kvstore.backends.base import SweeperLock
 from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode
 from kvstore.errors import ShardTimeout, ShardUnavailable, describe
 
@@ -19,17 +20,22 @@ DIALECT = Dialect(
     now_us=f"floor({_EPOCH} * 1000000)::bigint",
     greatest="GREATEST",
     placeholder="$",
+    integer_param="?::bigint",
     schema=(
         # COLLATE "C": byte order, the same order MySQL's VARBINARY keys sort in.
         'CREATE TABLE IF NOT EXISTS store (key VARCHAR(255) COLLATE "C" PRIMARY KEY,'
-        " value BYTEA NOT NULL, ttl BIGINT NOT NULL, version BIGINT NOT NULL)",
+        " value BYTEA NOT NULL, ttl BIGINT NOT NULL, version BIGINT NOT NULL, sweep_slot BIGINT)",
         "CREATE TABLE IF NOT EXISTS kvstore_meta (name VARCHAR(64) PRIMARY KEY, value VARCHAR(255) NOT NULL)",
     ),
+    # Partial: persistent rows (no slot) cost the index nothing.
+    indexes=("CREATE INDEX IF NOT EXISTS store_sweep_slot ON store (sweep_slot) WHERE sweep_slot IS NOT NULL",),
     claim_schema_version="INSERT INTO kvstore_meta (name, value) VALUES ('schema_version', $1)"
     " ON CONFLICT (name) DO NOTHING",
 )
 STATEMENTS = DIALECT.statements()
 
+# pg_advisory_lock key of the shard's sweeper: "kvsweep" in ASCII. Advisory locks are per database.
+_SWEEPER_LOCK_KEY = 0x6B767377656570
 # SQLSTATE classes that mean "this server cannot serve you now", not "your query is wrong":
 # 08 connection exception, 53 insufficient resources, 57P admin shutdown / cannot connect now.
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
@@ -99,6 +105,25 @@ class PostgresNode(SqlNode):
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
+    async def _fetch_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+        async with self._connection(write=False) as connection:
+            return [tuple(row) for row in await connection.fetch(sql, *params)]
+
+    async def acquire_sweeper_lock(self) -> SweeperLock | None:
+        try:
+            connection = await asyncpg.connect(self._dsn, timeout=self._settings.connect_timeout_s)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
+        try:
+            acquired = await connection.fetchval("SELECT pg_try_advisory_lock($1)", _SWEEPER_LOCK_KEY)
+        except BaseException:
+            connection.terminate()
+            raise
+        if not acquired:
+            await connection.close()
+            return None
+        return _AdvisoryLock(connection)
+
     @asynccontextmanager
     async def _connection(self, write: bool) -> AsyncIterator[asyncpg.Connection]:
         if self._pool is None:
@@ -130,3 +155,17 @@ class PostgresNode(SqlNode):
 def _is_unavailable(error: asyncpg.PostgresError) -> bool:
     sqlstate = getattr(error, "sqlstate", None) or ""
     return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
+
+class _AdvisoryLock(SweeperLock):
+    """A session advisory lock: PostgreSQL drops it with the connection, however the holder dies."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+
+    def held(self) -> bool:
+        return not self._connection.is_closed()
+
+    async def release(self) -> None:
+        if not self._connection.is_closed():
+            self._connection.terminate()

@@ -15,6 +15,8 @@ back by more than the time between a key's hard delete and its re-creation.
 """
 
 import asyncio
+import functools
+import random
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,9 +45,11 @@ class Dialect:
     now_ms: str
     now_us: str
     greatest: str
-    schema: tuple[str, ...]
+    schema: tuple[str, ...]  # tables, created before their columns are checked
+    indexes: tuple[str, ...]  # created once the tables are known to be ours
     claim_schema_version: str
     placeholder: str = "?"  # "?", "%s", or "$" for PostgreSQL's numbered $1, $2, ...
+    integer_param: str = "?"  # a parameter whose type the engine cannot infer from its context
 
     def render(self, template: str, **fragments: str) -> str:
         """Fill a template's fragments and rewrite its ``?`` placeholders for this driver."""
@@ -55,6 +59,7 @@ class Dialect:
             now_us=self.now_us,
             expiry=f"COALESCE({self.now_ms} + ?, {PERSISTENT_TTL})",
             next_version=f"{self.greatest}(version + 1, {self.now_us})",
+            slot=f"CASE WHEN {self.integer_param} IS NULL THEN NULL ELSE COALESCE(sweep_slot, ?) END",
             greatest=self.greatest,
             **fragments,
         )
@@ -71,8 +76,14 @@ class Dialect:
 
 
 GET = "SELECT value, ttl, version FROM store WHERE {key} = ? AND ttl > {now_ms}"
-SOFT_DELETE = "UPDATE store SET ttl = -1, version = {next_version} WHERE {key} = ? AND ttl > {now_ms}{check}"
-PROBE_COLUMNS = "SELECT {key}, value, ttl, version FROM store WHERE 1 = 0"
+SOFT_DELETE = (
+    "UPDATE store SET ttl = -1, version = {next_version}, sweep_slot = COALESCE(sweep_slot, ?)"
+    " WHERE {key} = ? AND ttl > {now_ms}{check}"
+)
+PROBE_COLUMNS = "SELECT {key}, value, ttl, version, sweep_slot FROM store WHERE 1 = 0"
+SAMPLE = "SELECT {key}, ttl <= {now_ms} FROM store WHERE sweep_slot >= ? ORDER BY sweep_slot LIMIT ?"
+PURGE = "DELETE FROM store WHERE {key} IN ({keys}) AND ttl <= {now_ms}"
+SCAN_KEYS = "SELECT {key} FROM store WHERE {key} > ? ORDER BY {key} LIMIT ?"
 READ_SCHEMA_VERSION = "SELECT value FROM kvstore_meta WHERE name = 'schema_version'"
 VERSION_CHECK = " AND version = ?"
 
@@ -88,17 +99,17 @@ class WriteTemplates:
 
 STANDARD_WRITES = WriteTemplates(
     replace=(
-        "UPDATE store SET value = ?, ttl = {expiry}, version = {next_version}"
+        "UPDATE store SET value = ?, ttl = {expiry}, version = {next_version}, sweep_slot = {slot}"
         " WHERE {key} = ? AND ttl > {now_ms}{check} RETURNING ttl, version"
     ),
     create=(
-        "INSERT INTO store ({key}, value, ttl, version) VALUES (?, ?, {expiry}, {now_us})"
+        "INSERT INTO store ({key}, value, ttl, version, sweep_slot) VALUES (?, ?, {expiry}, {now_us}, ?)"
         " ON CONFLICT ({key}) DO UPDATE SET value = excluded.value, ttl = excluded.ttl,"
-        " version = {greatest}(store.version + 1, excluded.version)"
+        " version = {greatest}(store.version + 1, excluded.version), sweep_slot = excluded.sweep_slot"
         " WHERE store.ttl <= {now_ms} RETURNING ttl, version"
     ),
     touch=(
-        "UPDATE store SET ttl = {expiry}, version = {next_version}"
+        "UPDATE store SET ttl = {expiry}, version = {next_version}, sweep_slot = {slot}"
         " WHERE {key} = ? AND ttl > {now_ms}{check} RETURNING ttl, version"
     ),
 )
@@ -118,6 +129,8 @@ class Statements:
     soft_delete_if_version: str
     probe_columns: str
     read_schema_version: str
+    sample: str
+    scan_keys: str
 
     @classmethod
     def build(cls, dialect: Dialect, writes: WriteTemplates) -> "Statements":
@@ -138,6 +151,8 @@ class Statements:
             soft_delete_if_version=soft_delete_if_version,
             probe_columns=dialect.render(PROBE_COLUMNS),
             read_schema_version=READ_SCHEMA_VERSION,
+            sample=dialect.render(SAMPLE),
+            scan_keys=dialect.render(SCAN_KEYS),
         )
 
 
@@ -159,51 +174,62 @@ class SqlNode(Node):
     async def _write(self, sql: str, params: Params) -> int:
         """Run a write (or DDL) and return the number of rows it changed."""
 
+    @abstractmethod
+    async def _fetch_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+        """Run a read and return every row, keys decoded to ``str``."""
+
     async def get(self, key: str) -> Row | None:
         row = await self._fetch_one(self.statements.get, (key,))
         return None if row is None else Row.from_columns(row[1], row[2], bytes(row[0]))
 
     async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:
+        slot = _sweep_slot(ttl_ms)
         if if_version is None:
-            return await self._row(self.statements.replace, (value, ttl_ms, key))
-        return await self._row(self.statements.replace_if_version, (value, ttl_ms, key, if_version))
+            return await self._row(self.statements.replace, (value, ttl_ms, slot, slot, key))
+        return await self._row(self.statements.replace_if_version, (value, ttl_ms, slot, slot, key, if_version))
 
     async def create(self, key: str, value: bytes, ttl_ms: int | None) -> Row | None:
-        return await self._row(self.statements.create, (key, value, ttl_ms))
+        return await self._row(self.statements.create, (key, value, ttl_ms, _sweep_slot(ttl_ms)))
 
     async def touch(self, key: str, ttl_ms: int | None, if_version: int | None) -> Row | None:
+        slot = _sweep_slot(ttl_ms)
         if if_version is None:
-            return await self._row(self.statements.touch, (ttl_ms, key))
-        return await self._row(self.statements.touch_if_version, (ttl_ms, key, if_version))
+            return await self._row(self.statements.touch, (ttl_ms, slot, slot, key))
+        return await self._row(self.statements.touch_if_version, (ttl_ms, slot, slot, key, if_version))
 
     async def soft_delete(self, key: str, if_version: int | None) -> bool:
+        slot = _random_slot()
         if if_version is None:
-            return await self._write(self.statements.soft_delete, (key,)) > 0
-        return await self._write(self.statements.soft_delete_if_version, (key, if_version)) > 0
+            return await self._write(self.statements.soft_delete, (slot, key)) > 0
+        return await self._write(self.statements.soft_delete_if_version, (slot, key, if_version)) > 0
+
+    async def sample_expiring(self, count: int) -> list[tuple[str, bool]]:
+        start = _random_slot()
+        rows = await self._fetch_all(self.statements.sample, (start, count))
+        if len(rows) < count:  # ran off the end of the slot space: wrap around to its start
+            rows += await self._fetch_all(self.statements.sample, (0, count - len(rows)))
+        return [(key, bool(expired)) for key, expired in dict(rows).items()]
+
+    async def purge(self, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        return await self._write(_purge_statement(self.dialect, len(keys)), tuple(keys))
+
+    async def scan_keys(self, after: str, limit: int) -> list[str]:
+        return [row[0] for row in await self._fetch_all(self.statements.scan_keys, (after, limit))]
 
     async def ping(self) -> None:
         await self._fetch_one("SELECT 1", ())
 
     async def ensure_schema(self) -> None:
-        # Several front ends may start at once; concurrent CREATE ... IF NOT EXISTS can still
-        # collide inside the engine's catalog, so a failed attempt is simply tried again.
-        for attempt in range(3):
-            try:
-                for ddl in self.dialect.schema:
-                    await self._write(ddl, ())
-                break
-            except ShardError:
-                raise
-            except Exception:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.1 * (attempt + 1))
+        await self._run_ddl(self.dialect.schema)
         try:
             await self._fetch_one(self.statements.probe_columns, ())
         except ShardError:
             raise
         except Exception as error:
             raise SchemaError(f"{self.label}: table 'store' exists but was not created by kvstore ({error})") from None
+        await self._run_ddl(self.dialect.indexes)
         await self._write(self.dialect.claim_schema_version, (str(SCHEMA_VERSION),))
         row = await self._fetch_one(self.statements.read_schema_version, ())
         found = int(row[0]) if row is not None and str(row[0]).isdigit() else None
@@ -213,6 +239,42 @@ class SqlNode(Node):
                 f"{self.label}: schema version {found} found, this kvstore serves version {SCHEMA_VERSION}; " + advice
             )
 
+    async def _run_ddl(self, statements: Sequence[str]) -> None:
+        # Several front ends may start at once; concurrent CREATE ... IF NOT EXISTS can still
+        # collide inside the engine's catalog, so a failed attempt is simply tried again.
+        for attempt in range(3):
+            try:
+                for ddl in statements:
+                    await self._write(ddl, ())
+                return
+            except ShardError:
+                raise
+            except Exception as error:
+                if attempt == 2:
+                    raise SchemaError(f"{self.label}: cannot create the schema: {error}") from None
+                await asyncio.sleep(0.1 * (attempt + 1))
+
     async def _row(self, sql: str, params: Params) -> Row | None:
         row = await self._write_returning(sql, params)
         return None if row is None else Row.from_columns(int(row[0]), int(row[1]))
+
+
+@functools.lru_cache(maxsize=128)
+def _purge_statement(dialect: Dialect, count: int) -> str:
+    return dialect.render(PURGE, keys=", ".join("?" * count))
+
+
+SLOT_SPACE = 1 << 62
+
+
+def _random_slot() -> int:
+    return random.randrange(SLOT_SPACE)
+
+
+def _sweep_slot(ttl_ms: int | None) -> int | None:
+    """A random position for the sweeper's index, or None for a persistent row (never sampled).
+
+    A row that already has a slot keeps it (the SQL coalesces), so rewriting an expiring key does
+    not move its index entry.
+    """
+    return None if ttl_ms is None else _random_slot()

@@ -5,6 +5,8 @@ so that several ``--workers`` processes share the file safely. ``synchronous=FUL
 committed write survive power loss, which is what a 2xx PUT promises.
 """
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +15,7 @@ from typing import Any
 
 import aiosqlite
 
+from kvstore.backends.base import SweeperLock
 from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode
 from kvstore.errors import ShardTimeout, ShardUnavailable
 
@@ -26,9 +29,10 @@ DIALECT = Dialect(
     greatest="max",
     schema=(
         "CREATE TABLE IF NOT EXISTS store (key VARCHAR(255) NOT NULL PRIMARY KEY,"
-        " value BLOB NOT NULL, ttl INTEGER NOT NULL, version INTEGER NOT NULL)",
+        " value BLOB NOT NULL, ttl INTEGER NOT NULL, version INTEGER NOT NULL, sweep_slot INTEGER)",
         "CREATE TABLE IF NOT EXISTS kvstore_meta (name VARCHAR(64) PRIMARY KEY, value VARCHAR(255) NOT NULL)",
     ),
+    indexes=("CREATE INDEX IF NOT EXISTS store_sweep_slot ON store (sweep_slot) WHERE sweep_slot IS NOT NULL",),
     claim_schema_version="INSERT INTO kvstore_meta (name, value) VALUES ('schema_version', ?)"
     " ON CONFLICT (name) DO NOTHING",
 )
@@ -77,6 +81,20 @@ class SQLiteNode(SqlNode):
         async with self._use() as connection, connection.execute(sql, params) as cursor:
             return cursor.rowcount
 
+    async def _fetch_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+        async with self._use() as connection:
+            return [tuple(row) for row in await connection.execute_fetchall(sql, params)]
+
+    async def acquire_sweeper_lock(self) -> SweeperLock | None:
+        lock_path = self._path.with_name(self._path.name + ".sweeper-lock")
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return None
+        return _FileLock(descriptor)
+
     @asynccontextmanager
     async def _use(self) -> AsyncIterator[aiosqlite.Connection]:
         if self._connection is None:
@@ -92,3 +110,18 @@ class SQLiteNode(SqlNode):
             raise
         finally:
             self._in_use -= 1
+
+
+class _FileLock(SweeperLock):
+    """``flock`` on a file beside the database: the kernel drops it when the holder's process dies."""
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor: int | None = descriptor
+
+    def held(self) -> bool:
+        return self._descriptor is not None
+
+    async def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None

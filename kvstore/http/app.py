@@ -30,6 +30,7 @@ from kvstore.http.problems import error_response, problem
 from kvstore.router import Router
 from kvstore.shard import Shard
 from kvstore.store import KeyValueStore
+from kvstore.sweeper import ShardSweeper
 
 log = logging.getLogger("kvstore.server")
 _PROBE_TIMEOUT_S = 1.0
@@ -39,6 +40,8 @@ _GAUGE_INTERVAL_S = 1.0
 @dataclass
 class Lifecycle:
     ready: bool = False
+    sweepers_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    sweepers: list[asyncio.Task[None]] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -76,19 +79,29 @@ def create_app(settings: Settings) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:
-            await asyncio.gather(*(open_shard(s, server.startup_timeout_s) for s in router.shards.values()))
-        except KvError as error:
-            log.error("start-up failed: %s", error)
+        # Every shard's opening is awaited, failed or not, so that none opens after the close below.
+        outcomes = await asyncio.gather(
+            *(open_shard(s, server.startup_timeout_s) for s in router.shards.values()), return_exceptions=True
+        )
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:
+            for failure in failures:
+                log.error("start-up failed: %s", failure)
             await router.close(server.graceful_shutdown_s)
-            raise
+            raise failures[0]
         lifecycle.tasks.append(asyncio.create_task(publish_pool_gauges(router)))
+        if settings.sweeper.enabled:
+            for shard in router.shards.values():
+                sweeper = ShardSweeper(shard.name, shard.writer(), settings.sweeper)
+                lifecycle.sweepers.append(asyncio.create_task(sweeper.run(lifecycle.sweepers_stop)))
         lifecycle.ready = True
         log.info("serving", extra={"shards": sorted(router.shards)})
         try:
             yield
         finally:
             lifecycle.ready = False
+            lifecycle.sweepers_stop.set()
+            await asyncio.gather(*lifecycle.sweepers, return_exceptions=True)
             for task in lifecycle.tasks:
                 task.cancel()
             await asyncio.gather(*lifecycle.tasks, return_exceptions=True)

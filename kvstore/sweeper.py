@@ -1,0 +1,124 @@
+"""Active expiry: Redis-style random sampling that keeps dead rows bounded without full scans.
+
+Reads already hide expired and soft-deleted rows; the sweeper reclaims their space. It follows
+Redis's ``activeExpireCycle`` (src/expire.c), per shard and on the primary only (replication
+carries the deletes to replicas)::
+
+    every tick (100 ms):                       # Redis: serverCron at hz 10, "slow" cycle
+      repeat:
+        sample K rows with an expiry (K=20)    # Redis: ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP
+        hard-delete the sampled dead ones      # the DELETE re-checks ttl <= now
+        stale = dead / sampled                 # Redis: stat_expired_stale_perc (running average)
+      while stale > threshold (25 %)           # Redis: ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE (10 %)
+        and the cycle budget (25 ms) remains   # Redis: SLOW_TIME_PERC 25 % of the tick
+
+Where we differ, and why:
+
+- Sampling is one seek at a random point of an index on ``sweep_slot`` (a random 62-bit number
+  every row with an expiry, or deleted, carries; NULL for persistent rows), reading the next K
+  rows: O(log n + K). Redis picks random hash-table buckets; we have a B-tree.
+- The cycle's clock is read after every batch, not every 16 (a batch is a database round trip,
+  which dwarfs a clock read).
+- No "fast" cycle between event-loop iterations: the tick is the only trigger.
+- One sweeper per shard across all front ends: it works only while holding the shard's sweeper
+  lock (advisory lock / ``GET_LOCK`` / ``flock``), which dies with its holder.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from kvstore import metrics
+from kvstore.backends.base import Node, SweeperLock
+from kvstore.config import SweeperSettings
+from kvstore.errors import ShardError
+
+log = logging.getLogger("kvstore.sweeper")
+_STALE_SMOOTHING = 0.05  # weight of the newest cycle in the running estimate, as in Redis
+_LOCK_RETRY_S = 2.0
+
+
+@dataclass(slots=True)
+class CycleResult:
+    sampled: int = 0
+    dead: int = 0
+    deleted: int = 0
+    batches: int = 0
+
+    @property
+    def stale(self) -> float:
+        return self.dead / self.sampled if self.sampled else 0.0
+
+
+async def sweep_cycle(node: Node, settings: SweeperSettings, budget_s: float | None) -> CycleResult:
+    """Sample and purge until a sample comes back clean enough or ``budget_s`` is spent."""
+    result = CycleResult()
+    started = time.monotonic()
+    while True:
+        sample = await node.sample_expiring(settings.keys_per_sample)
+        dead = [key for key, is_dead in sample if is_dead]
+        deleted = await node.purge(dead)
+        result.sampled += len(sample)
+        result.dead += len(dead)
+        result.deleted += deleted
+        result.batches += 1
+        if not sample or len(dead) / len(sample) <= settings.stale_threshold:
+            return result
+        if budget_s is not None and time.monotonic() - started >= budget_s:
+            return result
+
+
+class ShardSweeper:
+    """Runs sweep cycles on one shard's primary while holding that shard's sweeper lock."""
+
+    def __init__(self, shard: str, node: Node, settings: SweeperSettings) -> None:
+        self.shard = shard
+        self.node = node
+        self.settings = settings
+        self.stale_estimate = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        lock: SweeperLock | None = None
+        try:
+            while not stop.is_set():
+                if lock is None or not lock.held():
+                    lock = await self._acquire()
+                    metrics.SWEEPER_ACTIVE.labels(self.shard).set(lock is not None)
+                    if lock is None:
+                        await _wait(stop, _LOCK_RETRY_S)
+                        continue
+                tick_started = time.monotonic()
+                await self._cycle()
+                await _wait(stop, self.settings.tick_ms / 1000 - (time.monotonic() - tick_started))
+        finally:
+            if lock is not None:
+                await lock.release()
+            metrics.SWEEPER_ACTIVE.labels(self.shard).set(0)
+
+    async def _acquire(self) -> SweeperLock | None:
+        try:
+            return await self.node.acquire_sweeper_lock()
+        except ShardError as error:
+            log.warning("sweeper cannot reach its shard", extra={"shard": self.shard, "error": error.detail})
+            return None
+
+    async def _cycle(self) -> None:
+        started = time.monotonic()
+        try:
+            result = await sweep_cycle(self.node, self.settings, self.settings.cycle_budget_ms / 1000)
+        except ShardError as error:
+            log.warning("sweep cycle failed", extra={"shard": self.shard, "error": error.detail})
+            return
+        self.stale_estimate = _STALE_SMOOTHING * result.stale + (1 - _STALE_SMOOTHING) * self.stale_estimate
+        metrics.record_sweep(self.shard, result, time.monotonic() - started, self.stale_estimate)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    if seconds <= 0:
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    except TimeoutError:
+        pass
