@@ -6,13 +6,15 @@ fail under ``CI=true`` (a skipped test is not a pass) and are skipped, visibly, 
 """
 
 import os
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kvstore.backends import Node, PoolSettings, create_node
 from kvstore.cluster import MariaDBInstance, MissingBinaries, PostgresInstance
 from kvstore.cluster.binaries import find_mariadb_binaries, find_postgres_binaries
 from kvstore.cluster.instance import DatabaseInstance
@@ -73,10 +75,33 @@ def shard_locations(
     return [instance.dsn() for instance in request.getfixturevalue(fixture)]
 
 
+@pytest.fixture
+def fresh_location(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of the backend's (a new file, or a new database on a shared instance)."""
+    if backend == "sqlite":
+        return str(tmp_path / "fresh.db")
+    instance = request.getfixturevalue("postgres_instances" if backend == "postgres" else "mariadb_instances")[0]
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    instance.sql(f"CREATE DATABASE {name}")
+    return str(instance.dsn(database=name))
+
+
+@pytest.fixture
+async def node(backend: str, fresh_location: str) -> AsyncIterator[Node]:
+    """An open primary node on a fresh database, schema created."""
+    opened = create_node(backend, "t", "primary", fresh_location, PoolSettings(1, 8, 2.0, 10.0))
+    await opened.open()
+    await opened.ensure_schema()
+    yield opened
+    await opened.close(5.0)
+
+
 @pytest.fixture(scope="session")
 def config_file(backend: str, shard_locations: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp(f"config-{backend}") / "shards.yaml"
-    return write_config(path, backend, shard_locations, request_timeout_s=3, max_value_bytes=65536)
+    # An eager sweeper, so that the API tests also run with it working underneath.
+    sweeper = {"tick_ms": 10, "cycle_budget_ms": 5}
+    return write_config(path, backend, shard_locations, sweeper=sweeper, request_timeout_s=3, max_value_bytes=65536)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ import click
 from kvstore import __version__
 from kvstore.cli.serve import serve
 from kvstore.cli.shards import shards
+from kvstore.cli.sweep import sweep
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -15,3 +16,4 @@ def main() -> None:
 
 main.add_command(serve)
 main.add_command(shards)
+main.add_command(sweep)

@@ -1,5 +1,7 @@
 """The `kvstore` command as an operator runs it: real processes, real files."""
 
+import fcntl
+import random
 import signal
 import sqlite3
 import subprocess
@@ -110,3 +112,44 @@ def test_several_workers_share_sqlite_and_metrics(tmp_path: Path) -> None:
             assert float(line.rsplit(" ", 1)[1]) == 200.0, "both workers' requests are counted"
     finally:
         assert server.stop() in (0, -signal.SIGTERM)
+
+
+def load_half_expired(tmp_path: Path, rows_per_shard: int) -> None:
+    """Rows as PUTs leave them: every other one expired, each with a random sweep slot."""
+    now_ms, rng = int(time.time() * 1000), random.Random(3)
+    for name in ("a.db", "b.db"):
+        with sqlite3.connect(tmp_path / name) as db:
+            db.executemany(
+                "INSERT INTO store (key, value, ttl, version, sweep_slot) VALUES (?, x'00', ?, 1, ?)",
+                [
+                    (f"{name}-{i}", now_ms - 1 if i % 2 else now_ms + 3_600_000, rng.randrange(1 << 62))
+                    for i in range(rows_per_shard)
+                ],
+            )
+
+
+def test_sweep_full_reclaims_dead_rows_in_batches(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path)
+    assert kvstore("shards", "init", "--config", str(config)).returncode == 0
+    load_half_expired(tmp_path, 3000)
+    result = kvstore("sweep", "--config", str(config), "--full", "--batch-size", "500")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["s0: scanned 3000 rows, deleted 1500", "s1: scanned 3000 rows, deleted 1500"]
+    again = kvstore("sweep", "--config", str(config), "--full", "--shard", "s1")
+    assert again.stdout.splitlines() == ["s1: scanned 1500 rows, deleted 0"]
+
+
+def test_sweep_sampling_mode_and_a_busy_shard(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path)
+    assert kvstore("shards", "init", "--config", str(config)).returncode == 0
+    load_half_expired(tmp_path, 2000)
+    result = kvstore("sweep", "--config", str(config), "--shard", "s0", "--batch-size", "100")
+    assert result.returncode == 0, result.stderr
+    deleted = int(result.stdout.split("deleted ")[1].split()[0])
+    assert deleted >= 500, result.stdout
+    with (tmp_path / "b.db.sweeper-lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        busy = kvstore("sweep", "--config", str(config))
+    assert busy.returncode != 0
+    assert "shard s1: another process is sweeping it" in busy.stderr
+    assert kvstore("sweep", "--config", str(config), "--shard", "s9").returncode != 0

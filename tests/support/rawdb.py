@@ -29,3 +29,28 @@ async def execute(backend: str, location: str, sql: str, *params: Any) -> list[t
             return [tuple(row) for row in await cursor.fetchall()]
     finally:
         connection.close()
+
+
+async def insert_rows(backend: str, location: str, rows: list[tuple[str, bytes, int, int, int | None]]) -> None:
+    """Bulk-load ``(key, value, ttl, version, sweep_slot)`` rows, as PUTs would have left them."""
+    sql = "INSERT INTO store (key, value, ttl, version, sweep_slot) VALUES (?, ?, ?, ?, ?)"
+    if backend == "sqlite":
+        with sqlite3.connect(location, isolation_level=None) as connection:
+            connection.execute("BEGIN")
+            connection.executemany(sql, rows)
+            connection.execute("COMMIT")
+    elif backend == "postgres":
+        connection = await asyncpg.connect(location)
+        try:
+            await connection.copy_records_to_table("store", records=rows)
+        finally:
+            await connection.close()
+    else:
+        connection = await aiomysql.connect(autocommit=True, **connect_arguments(location))
+        try:
+            async with connection.cursor() as cursor:
+                mysql = sql.replace("?", "%s").replace("key", "`key`")
+                for start in range(0, len(rows), 5000):
+                    await cursor.executemany(mysql, rows[start : start + 5000])
+        finally:
+            connection.close()

@@ -12,10 +12,12 @@ import yaml
 from kvstore.cluster.ports import free_port
 
 
-def write_config(path: Path, backend: str, locations: list[str], **server: Any) -> Path:
+def write_config(
+    path: Path, backend: str, locations: list[str], sweeper: dict[str, Any] | None = None, **server: Any
+) -> Path:
     """A shards.yaml with one shard per location (s0, s1, ...)."""
     shards = [{"name": f"s{i}", "backend": backend, "primary": loc} for i, loc in enumerate(locations)]
-    path.write_text(yaml.safe_dump({"server": server, "shards": shards}))
+    path.write_text(yaml.safe_dump({"server": server, "sweeper": sweeper or {}, "shards": shards}))
     return path
 
 
