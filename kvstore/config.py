@@ -6,6 +6,7 @@ Precedence: defaults < file (``--config`` / ``KVSTORE_CONFIG``) < ``KVSTORE_*`` 
 ``${ENV_VAR:-default}``) so that secrets stay out of the file; DSNs never appear in reprs.
 """
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ class ServerSettings:
     graceful_shutdown_s: float = 10.0
     startup_timeout_s: float = 10.0
     retry_after_s: int = 1
+    max_in_flight: int = 256
     access_log: bool = False
     log_level: str = "info"
 
@@ -55,6 +57,18 @@ class SweeperSettings:
     stale_threshold: float = 0.25
     cycle_budget_ms: float = 25.0
     tick_ms: float = 100.0
+
+
+SCOPES = ("read", "write", "admin")  # each includes the ones before it
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A bearer token, kept only as its SHA-256 digest so that no secret stays in memory or reprs."""
+
+    name: str
+    sha256: bytes = field(repr=False)
+    scope: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,7 @@ class Settings:
     server: ServerSettings
     shards: tuple[ShardSettings, ...]
     sweeper: SweeperSettings = SweeperSettings()
+    tokens: tuple[ApiToken, ...] = ()
     vnodes_per_weight: int = DEFAULT_VNODES_PER_WEIGHT
     source: Path | None = None
 
@@ -109,7 +124,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
 def parse_settings(document: Any, environ: Mapping[str, str], base_dir: Path, source: Path | None = None) -> Settings:
     document = _interpolate(document, environ, "")
     root = _mapping(document, "config")
-    _reject_unknown(root, {"server", "shards", "ring", "sweeper"}, "")
+    _reject_unknown(root, {"server", "shards", "ring", "sweeper", "auth"}, "")
     server = _section(ServerSettings, _mapping(root.get("server", {}), "server"), environ, "server", "KVSTORE_")
     _check_server(server)
     sweeper = _section(
@@ -120,7 +135,46 @@ def parse_settings(document: Any, environ: Mapping[str, str], base_dir: Path, so
     _reject_unknown(ring, {"vnodes_per_weight"}, "ring.")
     vnodes = _integer(ring.get("vnodes_per_weight", DEFAULT_VNODES_PER_WEIGHT), "ring.vnodes_per_weight", 1)
     shards = _shard_list(root.get("shards"), base_dir)
-    return Settings(server=server, shards=shards, sweeper=sweeper, vnodes_per_weight=vnodes, source=source)
+    tokens = _tokens(_mapping(root.get("auth", {}), "auth"))
+    return Settings(
+        server=server, shards=shards, sweeper=sweeper, tokens=tokens, vnodes_per_weight=vnodes, source=source
+    )
+
+
+def _tokens(auth: Mapping[str, Any]) -> tuple[ApiToken, ...]:
+    _reject_unknown(auth, {"tokens"}, "auth.")
+    raw = auth.get("tokens") or []
+    if not isinstance(raw, list):
+        raise ConfigError("auth.tokens: must be a list")
+    tokens = tuple(_token(item, f"auth.tokens[{index}]") for index, item in enumerate(raw))
+    names = [token.name for token in tokens]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise ConfigError(f"auth.tokens[{index}].name: duplicate token name {name!r}")
+    return tokens
+
+
+def _token(raw: Any, path: str) -> ApiToken:
+    item = _mapping(raw, path)
+    _reject_unknown(item, {"name", "token", "token_sha256", "scope"}, f"{path}.")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path}.name: required")
+    if item.get("scope") not in SCOPES:
+        raise ConfigError(f"{path}.scope: must be one of {', '.join(SCOPES)}")
+    if ("token" in item) == ("token_sha256" in item):
+        raise ConfigError(f"{path}: give exactly one of token (e.g. ${{ENV_VAR}}) or token_sha256")
+    if "token" in item:
+        secret = item["token"]
+        if not isinstance(secret, str) or len(secret) < 16:
+            raise ConfigError(f"{path}.token: must be at least 16 characters")
+        digest = hashlib.sha256(secret.encode()).digest()
+    else:
+        hex_digest = item["token_sha256"]
+        if not isinstance(hex_digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", hex_digest):
+            raise ConfigError(f"{path}.token_sha256: must be 64 hexadecimal digits")
+        digest = bytes.fromhex(hex_digest)
+    return ApiToken(name=name, sha256=digest, scope=item["scope"])
 
 
 def _interpolate(value: Any, environ: Mapping[str, str], path: str) -> Any:
@@ -170,6 +224,7 @@ def _check_server(server: ServerSettings) -> None:
         "request_timeout_s",
         "max_value_bytes",
         "connect_timeout_s",
+        "max_in_flight",
         "pool_max_size",
         "workers",
     )

@@ -22,6 +22,7 @@ SHARD_QUERY_LATENCY = Histogram(
     ["shard", "op"],
     buckets=_LATENCY_BUCKETS,
 )
+SHED_REQUESTS = Counter("kvstore_http_shed_requests", "Requests refused with 503 because the worker was full")
 SHARD_ERRORS = Counter("kvstore_shard_errors", "Failed shard operations by kind", ["shard", "kind"])
 POOL_IN_USE = Gauge(
     "kvstore_pool_connections_in_use",

@@ -17,13 +17,25 @@ from kvstore.config import CONFIG_ENV, config_path
 @click.option("--host", default=None, help="Interface to bind (default from config: 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to bind (default from config: 8080).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default 1).")
-def serve(config_file: str | None, host: str | None, port: int | None, workers: int | None) -> None:
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate.")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), help="The certificate's private key.")
+def serve(
+    config_file: str | None,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
+) -> None:
     """Serve the key-value API.
 
     \b
     Example:
       kvstore serve --config shards.yaml --port 8080 --workers 2
+      kvstore serve --host 0.0.0.0 --ssl-certfile cert.pem --ssl-keyfile key.pem
     """
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
     settings = settings_or_exit(config_file).with_server(host=host, port=port, workers=workers)
     server = settings.server
     # Workers rebuild the settings from the environment: hand them the file and the flags.
@@ -46,6 +58,8 @@ def serve(config_file: str | None, host: str | None, port: int | None, workers: 
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=int(server.graceful_shutdown_s),
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
         )
     finally:
         if metrics_dir is not None:

@@ -8,6 +8,7 @@ pools within ``graceful_shutdown_s``.
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,10 +24,12 @@ from starlette.types import ASGIApp
 from kvstore import metrics
 from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError
+from kvstore.http.auth import BearerAuth
 from kvstore.http.kv import PREFIX, KeyValueResource
 from kvstore.http.middleware import RequestContext
 from kvstore.http.openapi import openapi_document
 from kvstore.http.problems import error_response, problem
+from kvstore.http.shedding import LoadShedder
 from kvstore.router import Router
 from kvstore.shard import Shard
 from kvstore.store import KeyValueStore
@@ -95,7 +98,13 @@ def create_app(settings: Settings) -> ASGIApp:
                 sweeper = ShardSweeper(shard.name, shard.writer(), settings.sweeper)
                 lifecycle.sweepers.append(asyncio.create_task(sweeper.run(lifecycle.sweepers_stop)))
         lifecycle.ready = True
-        log.info("serving", extra={"shards": sorted(router.shards)})
+        log.info("serving", extra={"shards": sorted(router.shards), "auth": bool(settings.tokens)})
+        if not settings.tokens and not _is_loopback(server.host):
+            log.warning(
+                "NO ACCESS CONTROL: listening on %s without auth.tokens; anyone who can reach it can read and "
+                "write every key",
+                server.host,
+            )
         try:
             yield
         finally:
@@ -164,9 +173,11 @@ def create_app(settings: Settings) -> ASGIApp:
         lifespan=lifespan,
         exception_handlers={KvError: on_kv_error, HTTPException: on_http_error, Exception: on_unexpected},
     )
+    guarded: ASGIApp = BearerAuth(app, settings.tokens) if settings.tokens else app
+    shedding = LoadShedder(guarded, server.max_in_flight, server.retry_after_s)
     # Outermost, so that even a 500 rendered by Starlette's ServerErrorMiddleware carries the
     # request id, and the error is logged once, with it.
-    return RequestContext(app, log_requests=server.access_log)
+    return RequestContext(shedding, log_requests=server.access_log)
 
 
 async def _probe(shard: Shard) -> str:
@@ -178,3 +189,12 @@ async def _probe(shard: Shard) -> str:
     except ShardError as error:
         return f"down: {error.detail}"
     return "up"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

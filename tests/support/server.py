@@ -1,5 +1,6 @@
 """A real ``kvstore serve`` process on a free port, for tests that talk HTTP to it."""
 
+import os
 import subprocess
 import sys
 import time
@@ -22,10 +23,11 @@ def write_config(
 
 
 class ServerProcess:
-    def __init__(self, config: Path, *args: str) -> None:
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None, https: bool = False) -> None:
         self.config = config
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
+        self.env = env
         self.log_path = config.with_suffix(f".{self.port}.log")
         self.args = args
         self.process: subprocess.Popen[bytes] | None = None
@@ -42,13 +44,16 @@ class ServerProcess:
             str(self.port),
         ]
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen([*command, *self.args], stdout=log, stderr=subprocess.STDOUT)
+            environment = None if self.env is None else {**os.environ, **self.env}
+            self.process = subprocess.Popen(
+                [*command, *self.args], stdout=log, stderr=subprocess.STDOUT, env=environment
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"kvstore serve exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/readyz", timeout=1, verify=False).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

@@ -98,3 +98,43 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"shards": [shard()]}))
     settings = load_settings(None, environ={"KVSTORE_CONFIG": str(path)})
     assert settings.shards[0].primary == str(tmp_path / "data/s0.db")
+
+
+def test_auth_tokens_are_kept_as_digests() -> None:
+    document = {
+        "shards": [shard()],
+        "auth": {
+            "tokens": [
+                {"name": "app", "token": "${APP_TOKEN}", "scope": "write"},
+                {"name": "ops", "token_sha256": "ab" * 32, "scope": "admin"},
+            ]
+        },
+    }
+    settings = parse(document, {"APP_TOKEN": "a-very-long-secret-token"})
+    assert [(t.name, t.scope) for t in settings.tokens] == [("app", "write"), ("ops", "admin")]
+    assert settings.tokens[1].sha256 == bytes.fromhex("ab" * 32)
+    assert "a-very-long-secret-token" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ({"name": "a", "token": "short", "scope": "read"}, "at least 16"),
+        ({"name": "a", "token_sha256": "xyz", "scope": "read"}, "64 hexadecimal"),
+        ({"name": "a", "token": "x" * 20, "scope": "root"}, "scope: must be one of"),
+        ({"name": "a", "scope": "read"}, "exactly one of token"),
+        ({"name": "a", "token": "x" * 20, "token_sha256": "ab" * 32, "scope": "read"}, "exactly one of token"),
+    ],
+)
+def test_bad_tokens_name_the_field(token: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse({"shards": [shard()], "auth": {"tokens": [token]}})
+
+
+def test_sweeper_settings_and_their_checks() -> None:
+    settings = parse({"shards": [shard()], "sweeper": {"keys_per_sample": 50}}, {"KVSTORE_SWEEPER_ENABLED": "false"})
+    assert (settings.sweeper.keys_per_sample, settings.sweeper.enabled) == (50, False)
+    with pytest.raises(ConfigError, match="sweeper.stale_threshold"):
+        parse({"shards": [shard()], "sweeper": {"stale_threshold": 1.5}})
+    with pytest.raises(ConfigError, match="sweeper.cycle_budget_ms"):
+        parse({"shards": [shard()], "sweeper": {"cycle_budget_ms": 200, "tick_ms": 100}})

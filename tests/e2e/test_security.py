@@ -1,0 +1,116 @@
+"""Access control, TLS and load shedding, on a real `kvstore serve`."""
+
+import asyncio
+import hashlib
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.server import ServerProcess
+
+READER, WRITER, ADMIN = "reader-secret-0123456789", "writer-secret-0123456789", "admin-secret-0123456789"
+
+
+def config_with(tmp_path: Path, **sections: object) -> Path:
+    shards = [{"name": "s0", "backend": "sqlite", "primary": "s0.db"}]
+    path = tmp_path / "shards.yaml"
+    path.write_text(yaml.safe_dump({"shards": shards, **sections}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tokens = [
+        {"name": "reader", "token": "${READER_TOKEN}", "scope": "read"},
+        {"name": "writer", "token_sha256": hashlib.sha256(WRITER.encode()).hexdigest(), "scope": "write"},
+        {"name": "ops", "token": ADMIN, "scope": "admin"},
+    ]
+    config = config_with(tmp_path_factory.mktemp("auth"), auth={"tokens": tokens})
+    server = ServerProcess(config, env={"READER_TOKEN": READER}).start()
+    yield server
+    server.stop()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_requests_without_a_valid_token_get_401(secured: ServerProcess) -> None:
+    with httpx.Client(base_url=secured.url) as client:
+        for headers in ({}, bearer("wrong-token-0123456789"), {"Authorization": f"Basic {READER}"}):
+            response = client.get("/v1/kv/k", headers=headers)
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_scopes_nest_read_write_admin(secured: ServerProcess) -> None:
+    with httpx.Client(base_url=secured.url) as client:
+        assert client.put("/v1/kv/k", content=b"v", headers=bearer(READER)).status_code == 403
+        assert client.put("/v1/kv/k", content=b"v", headers=bearer(WRITER)).status_code == 201
+        assert client.get("/v1/kv/k", headers=bearer(READER)).content == b"v"
+        assert client.get("/metrics", headers=bearer(WRITER)).status_code == 403
+        assert client.get("/metrics", headers=bearer(ADMIN)).status_code == 200
+        assert client.delete("/v1/kv/k", headers=bearer(ADMIN)).status_code == 204
+        for open_path in ("/healthz", "/readyz", "/openapi.json"):
+            assert client.get(open_path).status_code == 200
+    for secret in (READER, WRITER, ADMIN):
+        assert secret not in secured.log()
+
+
+def test_no_tokens_on_a_public_address_is_announced(tmp_path: Path) -> None:
+    server = ServerProcess(config_with(tmp_path), "--host", "0.0.0.0")
+    server.url = f"http://127.0.0.1:{server.port}"
+    server.start()
+    server.stop()
+    assert "NO ACCESS CONTROL" in server.log()
+
+
+def test_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = ServerProcess(config_with(tmp_path), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), https=True)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, verify=ssl.create_default_context(cafile=cert)) as client:
+            assert client.put("/v1/kv/tls", content=b"secret").status_code == 201
+            assert client.get("/v1/kv/tls").content == b"secret"
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(f"http://127.0.0.1:{server.port}/healthz")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def small_server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    server = ServerProcess(config_with(tmp_path, server={"max_in_flight": 2, "retry_after_s": 3})).start()
+    yield server
+    server.stop()
+
+
+async def test_beyond_max_in_flight_requests_are_shed_at_once(small_server: ServerProcess) -> None:
+    release = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"x"
+        await release.wait()
+
+    async with httpx.AsyncClient(base_url=small_server.url, timeout=10) as client:
+        holders = [asyncio.create_task(client.put(f"/v1/kv/slow{i}", content=slow_body())) for i in range(2)]
+        await asyncio.sleep(0.5)
+        shed = await client.get("/v1/kv/any")
+        assert shed.status_code == 503 and shed.headers["retry-after"] == "3"
+        assert "overloaded" in shed.json()["detail"]
+        assert (await client.get("/healthz")).status_code == 200, "probes are never shed"
+        release.set()
+        assert [(await holder).status_code for holder in holders] == [201, 201]
+        assert (await client.get("/v1/kv/slow0")).status_code == 200
