@@ -134,7 +134,7 @@ def test_bad_tokens_name_the_field(token: dict[str, str], message: str) -> None:
 def test_sweeper_settings_and_their_checks() -> None:
     settings = parse({"shards": [shard()], "sweeper": {"keys_per_sample": 50}}, {"KVSTORE_SWEEPER_ENABLED": "false"})
     assert (settings.sweeper.keys_per_sample, settings.sweeper.enabled) == (50, False)
-    with pytest.raises(ConfigError, match="sweeper.stale_threshold"):
+    with pytest.raises(ConfigError, match=r"sweeper\.stale_threshold"):
         parse({"shards": [shard()], "sweeper": {"stale_threshold": 1.5}})
-    with pytest.raises(ConfigError, match="sweeper.cycle_budget_ms"):
+    with pytest.raises(ConfigError, match=r"sweeper\.cycle_budget_ms"):
         parse({"shards": [shard()], "sweeper": {"cycle_budget_ms": 200, "tick_ms": 100}})
