@@ -18,7 +18,7 @@ from typing import TypeVar
 from kvstore import metrics
 from kvstore.backends.base import Node, Row
 from kvstore.conditions import Precondition
-from kvstore.errors import PreconditionFailed, ShardError, ShardTimeout
+from kvstore.errors import PreconditionFailed, ShardError, ShardTimeout, ShardUnavailable
 from kvstore.router import Router
 from kvstore.shard import Shard
 
@@ -38,8 +38,17 @@ class KeyValueStore:
         self.request_timeout_s = request_timeout_s
 
     async def get(self, key: str) -> Row | None:
+        """Read a key; a read whose connection broke is retried once (it is idempotent)."""
         shard = self.router.shard_for(key)
-        return await self._run(shard, "get", False, lambda: shard.reader().get(key))
+
+        async def read() -> Row | None:
+            try:
+                return await shard.reader().get(key)
+            except ShardUnavailable:
+                metrics.SHARD_ERRORS.labels(shard.name, "retried_read").inc()
+                return await shard.reader().get(key)
+
+        return await self._run(shard, "get", False, read)
 
     async def put(self, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition) -> WriteResult:
         shard = self.router.shard_for(key)

@@ -326,3 +326,27 @@ def test_keys_never_appear_in_the_server_log(client: httpx.Client, server: Serve
     client.get(url(key))
     client.get(url(key) + "?bad=1")
     assert key not in server.log()
+
+
+INJECTIONS = [
+    "'; DROP TABLE store; --",
+    '" OR 1=1 --',
+    "`key`) VALUES ('x'",
+    "$1 $2 %s %(key)s ? :key",
+    "\\'; SELECT pg_sleep(10); --",
+    "key' AND ttl > 0 UNION SELECT value FROM kvstore_meta --",
+    "@kv_ttl := 0; SELECT ROW_COUNT()",
+]
+
+
+@pytest.mark.parametrize("attack", INJECTIONS)
+def test_sql_injection_is_stored_and_returned_verbatim(client: httpx.Client, attack: str) -> None:
+    key = attack + "-" + uuid.uuid4().hex[:8]
+    assert client.put(url(key), content=attack.encode()).status_code == 201
+    assert client.get(url(key)).content == attack.encode()
+    assert client.put(url(key) + "?ttl=100", content=b"second").status_code == 200
+    assert client.patch(url(key) + "?persist=true").status_code == 200
+    assert client.get(url(key)).content == b"second"
+    assert client.delete(url(key)).status_code == 204
+    assert client.get(url(key)).status_code == 404
+    assert client.get("/readyz").status_code == 200, "the shards and their tables are still there"
