@@ -6,7 +6,7 @@ An ETag is the row's ``version`` in quotes. Versions never repeat for a key (see
 
 from dataclasses import dataclass
 
-from kvstore.errors import InvalidRequest
+from kvstore.errors import InvalidRequest, PreconditionFailed
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +53,13 @@ def parse_etag(text: str) -> int | None:
 
 def parse_preconditions(if_match: str | None, if_none_match: str | None) -> Precondition:
     """Build the precondition of a write from its ``If-Match`` and ``If-None-Match`` headers."""
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise InvalidRequest("only 'If-None-Match: *' is supported on writes")
     if if_match is not None and if_none_match is not None:
-        raise InvalidRequest("If-Match and If-None-Match cannot be combined on a write")
+        # RFC 9110 evaluates both: If-Match needs a current representation, If-None-Match: * needs
+        # none, so together they can never hold.
+        raise PreconditionFailed("If-Match and If-None-Match: * cannot both hold")
     if if_none_match is not None:
-        if if_none_match.strip() != "*":
-            raise InvalidRequest("only 'If-None-Match: *' is supported on writes")
         return Precondition(require_absent=True)
     if if_match is None:
         return UNCONDITIONAL

@@ -26,19 +26,24 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
         "in": "path",
         "required": True,
         "description": f"1..{MAX_KEY_CHARS} characters of UTF-8 (percent-encoded; may contain '/'), no NUL",
-        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS},
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": "^[^\\x00]+$"},
     }
     ttl_param = {
         "name": "ttl",
         "in": "query",
-        "description": "Seconds until expiry, > 0, at most 3 decimals",
-        "schema": {"type": "string", "pattern": r"^\d{1,10}(\.\d{1,3})?$"},
+        "description": "Seconds until expiry: > 0, at most 3 decimals, at most 100 years",
+        # Narrower than what the server takes (which allows leading zeros and up to 100 years),
+        # but exact about what it refuses: zero, more than 3 decimals, exponents, signs.
+        "schema": {
+            "type": "string",
+            "pattern": r"^(?:[1-9]\d{0,8}(?:\.\d{1,3})?|0\.(?:[1-9]\d{0,2}|0[1-9]\d?|00[1-9]))$",
+        },
     }
     if_match = {
         "name": "If-Match",
         "in": "header",
         "description": 'Write only if the current version has this ETag ("*": only if the key is live)',
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "pattern": r'^\s*(?:\*|(?:W/)?"[^"]*")\s*$'},
     }
     return {
         "openapi": "3.1.0",

@@ -8,7 +8,7 @@ from kvstore.conditions import (
     parse_etag,
     parse_preconditions,
 )
-from kvstore.errors import InvalidRequest
+from kvstore.errors import InvalidRequest, PreconditionFailed
 
 
 def test_etag_round_trip() -> None:
@@ -40,12 +40,15 @@ def test_write_preconditions(if_match: str | None, if_none_match: str | None, ex
     assert parse_preconditions(if_match, if_none_match) == expected
 
 
-@pytest.mark.parametrize(
-    ("if_match", "if_none_match"), [('"1", "2"', None), (None, '"1"'), ('"1"', "*"), ("nonsense", None)]
-)
+@pytest.mark.parametrize(("if_match", "if_none_match"), [('"1", "2"', None), (None, '"1"'), ("nonsense", None)])
 def test_unsupported_write_preconditions_are_refused(if_match: str | None, if_none_match: str | None) -> None:
     with pytest.raises(InvalidRequest):
         parse_preconditions(if_match, if_none_match)
+
+
+def test_if_match_with_if_none_match_star_can_never_hold() -> None:
+    with pytest.raises(PreconditionFailed):
+        parse_preconditions('"1"', "*")
 
 
 def test_get_if_none_match_uses_weak_comparison() -> None:
