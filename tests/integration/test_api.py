@@ -141,16 +141,6 @@ def test_patch_errors(client: httpx.Client) -> None:
         assert_problem(client.patch(url(key) + query), 400)
 
 
-def test_soft_delete_is_visible_in_the_table(client: httpx.Client, backend: str, shard_locations: list[str]) -> None:
-    key = new_key()
-    client.put(url(key), content=b"doomed")
-    assert client.delete(url(key)).status_code == 204
-    rows = []
-    for location in shard_locations:
-        rows += asyncio.run(rawdb.execute(backend, location, "SELECT ttl FROM store WHERE key = ?", key))
-    assert rows == [(-1,)], "exactly one shard holds the row, soft-deleted"
-
-
 def test_create_only_with_if_none_match(client: httpx.Client) -> None:
     key = new_key()
     assert client.put(url(key), content=b"1", headers={"If-None-Match": "*"}).status_code == 201
