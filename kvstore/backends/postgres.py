@@ -140,12 +140,13 @@ class PostgresNode(SqlNode):
                 raise self.failure(ShardTimeout, "statement timed out on the server") from None
             if not _is_unavailable(error):
                 raise
+            connection.terminate()  # e.g. the server is shutting down: this session is over
             raise self.connection_lost(error, write) from None
         except BaseException as error:
             # Cancelled by the request deadline or broken mid-protocol: never reuse it, and do not
             # let release() wait for a cancel request to a server that may not answer at all.
             connection.terminate()
-            if isinstance(error, OSError | asyncpg.InterfaceError):
+            if isinstance(error, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
                 raise self.connection_lost(error, write) from None
             raise
         finally:
