@@ -3,6 +3,7 @@
 import click
 
 from kvstore import __version__
+from kvstore.cli.cluster import cluster
 from kvstore.cli.serve import serve
 from kvstore.cli.shards import shards
 from kvstore.cli.sweep import sweep
@@ -17,3 +18,4 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(shards)
 main.add_command(sweep)
+main.add_command(cluster)

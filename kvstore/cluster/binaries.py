@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-_PG_TOOLS = ("initdb", "postgres", "psql")
+_PG_TOOLS = ("initdb", "postgres", "psql", "pg_basebackup")
 _PG_VERSIONED_ROOT = Path("/usr/lib/postgresql")
 # mariadbd lives in /usr/sbin on Debian, which is often not on a non-root PATH.
 _MARIADB_FALLBACK_DIRS = (Path("/usr/sbin"), Path("/usr/bin"))
@@ -29,6 +29,7 @@ class PostgresBinaries:
     initdb: Path
     postgres: Path
     psql: Path
+    pg_basebackup: Path
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class MariaDBBinaries:
 
 @functools.cache
 def find_postgres_binaries() -> PostgresBinaries:
-    """Find a PostgreSQL bindir holding ``initdb``, ``postgres`` and ``psql``.
+    """Find a PostgreSQL bindir holding ``initdb``, ``postgres``, ``psql`` and ``pg_basebackup``.
 
     ``pg_config --bindir`` wins when it points at a server installation; Debian's
     ``pg_config`` may come from libpq-dev alone, so fall back to the newest

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -177,7 +177,7 @@ class DatabaseInstance(abc.ABC):
         except BaseException as exc:
             self.kill()
             if isinstance(exc, InstanceError):
-                raise InstanceError(f"{exc}\n{self._log_excerpt()}") from exc
+                raise InstanceError(f"{exc}\n{self.log_excerpt()}") from exc
             raise
         logger.info("started %s (pid %d) in %.2fs", self, process.pid, time.monotonic() - began)
 
@@ -266,6 +266,10 @@ class DatabaseInstance(abc.ABC):
             return ""
         return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
+    def log_excerpt(self) -> str:
+        """The last log lines, framed for inclusion in an error message."""
+        return f"--- last lines of {self.log_path} ---\n{self.log_tail() or '(empty)'}"
+
     # -- helpers -----------------------------------------------------------------
 
     def _run(self, command: Sequence[str], timeout_s: float, **options: Any) -> str:
@@ -349,16 +353,22 @@ class DatabaseInstance(abc.ABC):
         args = raw.decode(errors="replace").split("\0")
         return any(arg == marker or arg.endswith(f"={marker}") for arg in args)
 
-    def _log_excerpt(self) -> str:
-        """The last log lines, framed for inclusion in an error message."""
-        return f"--- last lines of {self.log_path} ---\n{self.log_tail() or '(empty)'}"
-
     def _release(self) -> None:
         """Undo ``__enter__``: remove a temporary instance, otherwise just stop it."""
         if self._owns_data_dir:
             self.cleanup()
         else:
             self.stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout_s`` has passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_INTERVAL_S)
+    return True
 
 
 def _clean_env() -> dict[str, str]:

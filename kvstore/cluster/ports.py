@@ -1,4 +1,4 @@
-"""Pick a free TCP port for a server we are about to start."""
+"""Pick free TCP ports for the servers we are about to start."""
 
 import socket
 
@@ -15,3 +15,18 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:``port`` now.
+
+    SO_REUSEADDR, as servers set it: a port whose old connections linger in
+    TIME_WAIT counts as free, one with a listener (on any address) does not.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
