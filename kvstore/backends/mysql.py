@@ -40,7 +40,8 @@ DIALECT = Dialect(
         " value VARCHAR(255) NOT NULL) ENGINE=InnoDB",
     ),
     indexes=(),  # MySQL has no partial indexes and no CREATE INDEX IF NOT EXISTS: it is in the table
-    claim_schema_version="INSERT IGNORE INTO kvstore_meta (name, value) VALUES ('schema_version', %s)",
+    claim_schema_version="INSERT INTO kvstore_meta (name, value) VALUES ('schema_version', %s)"
+    " ON DUPLICATE KEY UPDATE name = name",  # INSERT IGNORE would raise a warning when it exists
 )
 _REPORT = "; SELECT ROW_COUNT(), @kv_ttl, @kv_version"
 _DEAD = "ttl <= {now_ms}"
@@ -106,7 +107,11 @@ class MySQLNode(SqlNode):
                 # UTC so that UNIX_TIMESTAMP(NOW()) never meets a DST fold; a server-side
                 # statement limit so a stuck query cannot hold a connection forever.
                 # (max_statement_time is MariaDB's; the /*M! */ comment hides it from MySQL.)
-                init_command=(f"SET time_zone = '+00:00' /*M!, SESSION max_statement_time = {statement_timeout_s} */"),
+                # sql_notes = 0: "already exists" notes from CREATE ... IF NOT EXISTS are not warnings.
+                init_command=(
+                    "SET time_zone = '+00:00', sql_notes = 0"
+                    f" /*M!, SESSION max_statement_time = {statement_timeout_s} */"
+                ),
                 **connect_arguments(self._dsn),
             )
         except (OSError, pymysql.MySQLError, TimeoutError) as error:
