@@ -44,6 +44,8 @@ class ServerSettings:
     startup_timeout_s: float = 10.0
     retry_after_s: int = 1
     max_in_flight: int = 256
+    max_replica_lag_s: float = 5.0
+    replica_probe_interval_s: float = 0.5
     access_log: bool = False
     log_level: str = "info"
 

@@ -38,6 +38,22 @@ SHARD_UP = Gauge(
 )
 
 
+READS = Counter("kvstore_reads", "GETs by the node that served them", ["shard", "target"])
+READ_FALLBACKS = Counter(
+    "kvstore_read_fallbacks", "GETs that went to the primary although the shard has replicas", ["shard", "reason"]
+)
+REPLICA_LAG = Gauge(
+    "kvstore_replica_lag_seconds",
+    "Replica lag measured by the probe",
+    ["shard", "replica"],
+    multiprocess_mode="livemax",
+)
+REPLICA_IN_ROTATION = Gauge(
+    "kvstore_replica_in_rotation",
+    "1 while the replica serves reads",
+    ["shard", "replica"],
+    multiprocess_mode="livemin",
+)
 SWEEPER_SAMPLED = Counter("kvstore_sweeper_sampled_keys", "Keys the sweeper sampled", ["shard"])
 SWEEPER_DEAD = Counter("kvstore_sweeper_dead_keys", "Sampled keys that were expired or deleted", ["shard"])
 SWEEPER_DELETED = Counter("kvstore_sweeper_deleted_rows", "Rows the sweeper hard-deleted", ["shard"])

@@ -1,14 +1,19 @@
-"""A shard: one primary node (and, later, the replicas that follow it).
+"""A shard: one primary node and the read replicas that follow it by the database's own replication.
 
-The shard decides which node serves an operation. Today every operation goes to the
-primary; read routing to replicas plugs in here without the layers above changing.
+The shard decides which node serves an operation: writes and strong reads go to the primary;
+other reads to a replica in rotation, unless a read-after position says the replica may not
+have the data yet.
 """
 
 import asyncio
 from dataclasses import dataclass
 
+from kvstore import metrics
 from kvstore.backends import Node, PoolSettings, create_node
+from kvstore.backends.base import Row
 from kvstore.config import ServerSettings, ShardSettings
+from kvstore.errors import ShardError
+from kvstore.replicas import ReplicaSet
 
 
 @dataclass
@@ -16,6 +21,7 @@ class Shard:
     name: str
     backend: str
     primary: Node
+    replicas: ReplicaSet | None = None
 
     @classmethod
     def from_settings(cls, settings: ShardSettings, server: ServerSettings) -> "Shard":
@@ -26,19 +32,53 @@ class Shard:
             statement_timeout_s=server.request_timeout_s,
         )
         primary = create_node(settings.backend, settings.name, "primary", settings.primary, pool)
-        return cls(name=settings.name, backend=settings.backend, primary=primary)
+        replica_nodes = [
+            create_node(settings.backend, settings.name, f"replica{index}", dsn, pool)
+            for index, dsn in enumerate(settings.replicas, start=1)
+        ]
+        replicas = (
+            ReplicaSet(settings.name, primary, replica_nodes, server.max_replica_lag_s, server.connect_timeout_s)
+            if replica_nodes
+            else None
+        )
+        return cls(name=settings.name, backend=settings.backend, primary=primary, replicas=replicas)
 
     @property
     def nodes(self) -> tuple[Node, ...]:
-        return (self.primary,)
-
-    def reader(self) -> Node:
-        return self.primary
+        replicas = () if self.replicas is None else tuple(health.node for health in self.replicas.replicas)
+        return (self.primary, *replicas)
 
     def writer(self) -> Node:
         return self.primary
 
+    async def read(self, key: str, *, strong: bool, after_position: str | None) -> Row | None:
+        """GET routing: a replica in rotation when it can answer correctly, else the primary.
+
+        With ``after_position`` the replica must have replayed that far (one extra round trip to
+        it); a replica that fails mid-request is taken out of rotation and the read goes to the
+        primary: one retry on another node, never a client error for the replica's sake.
+        """
+        if self.replicas is None:
+            return await self.primary.get(key)
+        replica = None if strong else self.replicas.pick()
+        reason = "strong" if strong else "no_replica_in_rotation"
+        try:
+            if replica is not None and after_position is not None and not await replica.has_replayed(after_position):
+                replica, reason = None, "replica_behind_read_after"
+            if replica is not None:
+                row = await replica.get(key)
+                metrics.READS.labels(self.name, "replica").inc()
+                return row
+        except ShardError as error:
+            assert replica is not None
+            self.replicas.take_out(replica, error.detail)
+            reason = "replica_failed"
+        metrics.READ_FALLBACKS.labels(self.name, reason).inc()
+        metrics.READS.labels(self.name, "primary").inc()
+        return await self.primary.get(key)
+
     async def open(self) -> None:
+        """Open the primary; replicas are opened by their probe, so a down replica never blocks a start."""
         await self.primary.open()
 
     async def close(self, timeout_s: float) -> None:

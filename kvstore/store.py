@@ -19,6 +19,7 @@ from kvstore import metrics
 from kvstore.backends.base import Node, Row
 from kvstore.conditions import Precondition
 from kvstore.errors import PreconditionFailed, ShardError, ShardTimeout, ShardUnavailable
+from kvstore.positions import decode_read_after, encode_read_after
 from kvstore.router import Router
 from kvstore.shard import Shard
 
@@ -28,8 +29,9 @@ _PUT_ATTEMPTS = 16
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    row: Row
-    created: bool
+    row: Row | None  # the row the write left (None after a delete)
+    created: bool = False
+    read_after: str | None = None  # token for reading this write from a replica (shards with replicas)
 
 
 class KeyValueStore:
@@ -37,40 +39,59 @@ class KeyValueStore:
         self.router = router
         self.request_timeout_s = request_timeout_s
 
-    async def get(self, key: str) -> Row | None:
-        """Read a key; a read whose connection broke is retried once (it is idempotent)."""
+    async def get(self, key: str, *, strong: bool = False, read_after: str | None = None) -> Row | None:
+        """Read a key from a replica in rotation, or the primary when ``strong``, when there is no
+        such replica, or when the replica has not replayed ``read_after`` yet. A read whose connection
+        broke is retried once (it is idempotent)."""
         shard = self.router.shard_for(key)
+        position = None
+        if read_after is not None:
+            token_shard, position = decode_read_after(read_after)
+            strong = strong or token_shard != shard.name
 
         async def read() -> Row | None:
             try:
-                return await shard.reader().get(key)
+                return await shard.read(key, strong=strong, after_position=position)
             except ShardUnavailable:
                 metrics.SHARD_ERRORS.labels(shard.name, "retried_read").inc()
-                return await shard.reader().get(key)
+                return await shard.read(key, strong=True, after_position=None)
 
         return await self._run(shard, "get", False, read)
 
     async def put(self, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition) -> WriteResult:
         shard = self.router.shard_for(key)
-        return await self._run(shard, "put", True, lambda: _put(shard.writer(), key, value, ttl_ms, precondition))
 
-    async def touch(self, key: str, ttl_ms: int | None, precondition: Precondition) -> Row | None:
+        async def write() -> WriteResult:
+            row, created = await _put(shard.writer(), key, value, ttl_ms, precondition)
+            return WriteResult(row, created, await _read_after(shard))
+
+        return await self._run(shard, "put", True, write)
+
+    async def touch(self, key: str, ttl_ms: int | None, precondition: Precondition) -> WriteResult | None:
         """Change the expiry; None when the key is not live (and the request was unconditional)."""
         shard = self.router.shard_for(key)
-        row = await self._run(shard, "touch", True, lambda: shard.writer().touch(key, ttl_ms, precondition.if_version))
-        if row is None and precondition.is_conditional:
-            raise PreconditionFailed("the key's current version does not match If-Match")
-        return row
 
-    async def delete(self, key: str, precondition: Precondition) -> bool:
-        """Soft-delete; False when the key is not live (and the request was unconditional)."""
-        shard = self.router.shard_for(key)
-        deleted = await self._run(
-            shard, "delete", True, lambda: shard.writer().soft_delete(key, precondition.if_version)
-        )
-        if not deleted and precondition.is_conditional:
+        async def write() -> WriteResult | None:
+            row = await shard.writer().touch(key, ttl_ms, precondition.if_version)
+            return None if row is None else WriteResult(row, read_after=await _read_after(shard))
+
+        result = await self._run(shard, "touch", True, write)
+        if result is None and precondition.is_conditional:
             raise PreconditionFailed("the key's current version does not match If-Match")
-        return deleted
+        return result
+
+    async def delete(self, key: str, precondition: Precondition) -> WriteResult | None:
+        """Soft-delete; None when the key is not live (and the request was unconditional)."""
+        shard = self.router.shard_for(key)
+
+        async def write() -> WriteResult | None:
+            deleted = await shard.writer().soft_delete(key, precondition.if_version)
+            return WriteResult(None, read_after=await _read_after(shard)) if deleted else None
+
+        result = await self._run(shard, "delete", True, write)
+        if result is None and precondition.is_conditional:
+            raise PreconditionFailed("the key's current version does not match If-Match")
+        return result
 
     async def _run(self, shard: Shard, op: str, write: bool, call: Callable[[], Awaitable[T]]) -> T:
         started = time.perf_counter()
@@ -88,22 +109,30 @@ class KeyValueStore:
         return result
 
 
-async def _put(node: Node, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition) -> WriteResult:
+async def _read_after(shard: Shard) -> str | None:
+    """The token for reading a write just made, on shards whose reads may go to a replica."""
+    if shard.replicas is None:
+        return None
+    return encode_read_after(shard.name, await shard.primary.replication_position())
+
+
+async def _put(node: Node, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition) -> tuple[Row, bool]:
+    """``(row, created)``."""
     if precondition.require_absent:
         row = await node.create(key, value, ttl_ms)
         if row is None:
             raise PreconditionFailed("the key exists (If-None-Match: *)")
-        return WriteResult(row, created=True)
+        return row, True
     if precondition.is_conditional:
         row = await node.replace(key, value, ttl_ms, precondition.if_version)
         if row is None:
             raise PreconditionFailed("the key's current version does not match If-Match")
-        return WriteResult(row, created=False)
+        return row, False
     for _ in range(_PUT_ATTEMPTS):
         row = await node.replace(key, value, ttl_ms, None)
         if row is not None:
-            return WriteResult(row, created=False)
+            return row, False
         row = await node.create(key, value, ttl_ms)
         if row is not None:
-            return WriteResult(row, created=True)
+            return row, True
     raise ShardTimeout(node.shard, "the key changed under every attempt to write it; try again")

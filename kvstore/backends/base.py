@@ -115,12 +115,32 @@ class Node(ABC):
         """Up to ``limit`` keys greater than ``after`` in key order (batched full scans)."""
 
     @abstractmethod
+    async def replication_position(self) -> str:
+        """On a primary: a position at or after every transaction committed so far (WAL LSN, GTID set)."""
+
+    @abstractmethod
+    async def has_replayed(self, position: str) -> bool:
+        """On a replica: whether it has applied everything up to ``position``."""
+
+    @abstractmethod
+    async def replica_state(self, primary_position: str) -> "ReplicaState":
+        """On a replica: replay progress against the primary's current position, for the lag probe."""
+
+    @abstractmethod
     async def acquire_sweeper_lock(self) -> "SweeperLock | None":
         """The shard-wide sweeper lock, or None when another process holds it.
 
         The lock lives on a connection (or file descriptor) of its own, so it is released when
         its holder dies, however it dies.
         """
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """What a replica says of itself against a primary position."""
+
+    caught_up: bool  # has replayed everything up to the position it was asked about
+    seconds_since_replay: float | None  # the engine's own lag figure; None when replication is not running
 
 
 class SweeperLock(ABC):

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import aiomysql
 import pymysql
 
-from kvstore.backends.base import SweeperLock
+from kvstore.backends.base import ReplicaState, SweeperLock
 from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode, Statements, WriteTemplates
 from kvstore.errors import ShardTimeout, ShardUnavailable, describe
 
@@ -32,6 +32,9 @@ DIALECT = Dialect(
     now_us="CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)",
     greatest="GREATEST",
     placeholder="%s",
+    replication_position="SELECT @@gtid_binlog_pos",
+    has_replayed="SELECT MASTER_GTID_WAIT(?, 0) = 0",
+    replica_state="SELECT MASTER_GTID_WAIT(?, 0) = 0",  # + SHOW SLAVE STATUS, in MySQLNode.replica_state
     schema=(
         "CREATE TABLE IF NOT EXISTS store (`key` VARBINARY(1020) NOT NULL PRIMARY KEY,"
         " value LONGBLOB NOT NULL, ttl BIGINT NOT NULL, version BIGINT NOT NULL, sweep_slot BIGINT NULL,"
@@ -156,6 +159,19 @@ class MySQLNode(SqlNode):
             rows = await cursor.fetchall()
         # Keys are VARBINARY: they come back as bytes.
         return [tuple(cell.decode() if isinstance(cell, bytes) else cell for cell in row) for row in rows]
+
+    async def replica_state(self, primary_position: str) -> ReplicaState:
+        """Caught up by GTID, and Seconds_Behind_Master, which only SHOW SLAVE STATUS tells."""
+        async with self._cursor(write=False) as cursor:
+            await cursor.execute(self.statements.replica_state, (primary_position,))
+            (caught_up,) = await cursor.fetchone()
+            await cursor.execute("SHOW SLAVE STATUS")
+            row = await cursor.fetchone()
+            names = [column[0] for column in cursor.description or ()]
+        status = dict(zip(names, row, strict=True)) if row else {}
+        running = status.get("Slave_IO_Running") == "Yes" and status.get("Slave_SQL_Running") == "Yes"
+        seconds = status.get("Seconds_Behind_Master") if running else None
+        return ReplicaState(caught_up=bool(caught_up), seconds_since_replay=None if seconds is None else float(seconds))
 
     async def acquire_sweeper_lock(self) -> SweeperLock | None:
         arguments = connect_arguments(self._dsn)

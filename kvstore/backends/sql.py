@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, Node, Row
+from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, Node, ReplicaState, Row
 from kvstore.errors import SchemaError, ShardError
 
 Params = Sequence[Any]
@@ -45,6 +45,9 @@ class Dialect:
     now_ms: str
     now_us: str
     greatest: str
+    replication_position: str  # one row, one column: the primary's position
+    has_replayed: str  # one row: replayed up to the ``?`` position (true/false)
+    replica_state: str  # one row: (caught up to the ``?`` position, engine's lag in seconds or NULL)
     schema: tuple[str, ...]  # tables, created before their columns are checked
     indexes: tuple[str, ...]  # created once the tables are known to be ours
     claim_schema_version: str
@@ -129,6 +132,9 @@ class Statements:
     soft_delete_if_version: str
     probe_columns: str
     read_schema_version: str
+    replication_position: str
+    has_replayed: str
+    replica_state: str
     sample: str
     scan_keys: str
 
@@ -151,6 +157,9 @@ class Statements:
             soft_delete_if_version=soft_delete_if_version,
             probe_columns=dialect.render(PROBE_COLUMNS),
             read_schema_version=READ_SCHEMA_VERSION,
+            replication_position=dialect.replication_position,
+            has_replayed=dialect.render(dialect.has_replayed),
+            replica_state=dialect.render(dialect.replica_state),
             sample=dialect.render(SAMPLE),
             scan_keys=dialect.render(SCAN_KEYS),
         )
@@ -220,6 +229,21 @@ class SqlNode(Node):
 
     async def ping(self) -> None:
         await self._fetch_one("SELECT 1", ())
+
+    async def replication_position(self) -> str:
+        row = await self._fetch_one(self.statements.replication_position, ())
+        return str(row[0]) if row is not None else ""
+
+    async def has_replayed(self, position: str) -> bool:
+        row = await self._fetch_one(self.statements.has_replayed, (position,))
+        return row is not None and bool(row[0])
+
+    async def replica_state(self, primary_position: str) -> ReplicaState:
+        row = await self._fetch_one(self.statements.replica_state, (primary_position,))
+        if row is None:
+            return ReplicaState(caught_up=False, seconds_since_replay=None)
+        seconds = None if row[1] is None else float(row[1])
+        return ReplicaState(caught_up=bool(row[0]), seconds_since_replay=seconds)
 
     async def ensure_schema(self) -> None:
         await self._run_ddl(self.dialect.schema)

@@ -27,6 +27,10 @@ DIALECT = Dialect(
     now_ms=_NOW_MS,
     now_us=f"({_NOW_MS} * 1000)",  # SQLite's clock has millisecond resolution
     greatest="max",
+    # SQLite has no replication: a shard of it has no replicas (the config refuses them).
+    replication_position="SELECT ''",
+    has_replayed="SELECT 0 WHERE ? IS NULL",
+    replica_state="SELECT 0, NULL WHERE ? IS NULL",
     schema=(
         "CREATE TABLE IF NOT EXISTS store (key VARCHAR(255) NOT NULL PRIMARY KEY,"
         " value BLOB NOT NULL, ttl INTEGER NOT NULL, version INTEGER NOT NULL, sweep_slot INTEGER)",

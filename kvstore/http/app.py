@@ -43,8 +43,8 @@ _GAUGE_INTERVAL_S = 1.0
 @dataclass
 class Lifecycle:
     ready: bool = False
-    sweepers_stop: asyncio.Event = field(default_factory=asyncio.Event)
-    sweepers: list[asyncio.Task[None]] = field(default_factory=list)
+    background_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    background: list[asyncio.Task[None]] = field(default_factory=list)  # sweepers and replica probes
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -93,10 +93,14 @@ def create_app(settings: Settings) -> ASGIApp:
             await router.close(server.graceful_shutdown_s)
             raise failures[0]
         lifecycle.tasks.append(asyncio.create_task(publish_pool_gauges(router)))
-        if settings.sweeper.enabled:
-            for shard in router.shards.values():
+        stop = lifecycle.background_stop
+        for shard in router.shards.values():
+            if settings.sweeper.enabled:
                 sweeper = ShardSweeper(shard.name, shard.writer(), settings.sweeper)
-                lifecycle.sweepers.append(asyncio.create_task(sweeper.run(lifecycle.sweepers_stop)))
+                lifecycle.background.append(asyncio.create_task(sweeper.run(stop)))
+            if shard.replicas is not None:
+                probe = shard.replicas.run(stop, server.replica_probe_interval_s)
+                lifecycle.background.append(asyncio.create_task(probe))
         lifecycle.ready = True
         log.info("serving", extra={"shards": sorted(router.shards), "auth": bool(settings.tokens)})
         if not settings.tokens and not _is_loopback(server.host):
@@ -109,8 +113,8 @@ def create_app(settings: Settings) -> ASGIApp:
             yield
         finally:
             lifecycle.ready = False
-            lifecycle.sweepers_stop.set()
-            await asyncio.gather(*lifecycle.sweepers, return_exceptions=True)
+            lifecycle.background_stop.set()
+            await asyncio.gather(*lifecycle.background, return_exceptions=True)
             for task in lifecycle.tasks:
                 task.cancel()
             await asyncio.gather(*lifecycle.tasks, return_exceptions=True)
@@ -129,10 +133,22 @@ def create_app(settings: Settings) -> ASGIApp:
         for name, state in shards.items():
             metrics.SHARD_UP.labels(name).set(1 if state == "up" else 0)
         down = [name for name, state in shards.items() if state != "up"]
+        replicas = {
+            health.node.label: health.describe()
+            for shard in router.shards.values()
+            if shard.replicas is not None
+            for health in shard.replicas.replicas
+        }
         if down:
             detail = f"shard primary unreachable: {', '.join(down)}"
-            return problem(503, detail, headers={"Retry-After": str(server.retry_after_s)}, shards=shards)
-        return Response(orjson.dumps({"status": "ready", "shards": shards}), media_type="application/json")
+            headers = {"Retry-After": str(server.retry_after_s)}
+            return problem(503, detail, headers=headers, shards=shards, replicas=replicas)
+        # Replicas out of rotation cost capacity, not correctness: ready, but degraded.
+        status = "degraded" if any(not state.startswith("up") for state in replicas.values()) else "ready"
+        body: dict[str, object] = {"status": status, "shards": shards}
+        if replicas:
+            body["replicas"] = replicas
+        return Response(orjson.dumps(body), media_type="application/json")
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")

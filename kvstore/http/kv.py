@@ -15,9 +15,10 @@ from kvstore.conditions import Precondition, format_etag, none_match, parse_prec
 from kvstore.errors import InvalidRequest, ValueTooLarge
 from kvstore.http.problems import problem
 from kvstore.keys import parse_key, parse_ttl_ms
-from kvstore.store import KeyValueStore
+from kvstore.store import KeyValueStore, WriteResult
 
 PREFIX = "/v1/kv/"
+READ_AFTER_HEADER = "Kv-Read-After"
 _PREFIX_BYTES = PREFIX.encode()
 _NOT_FOUND_DETAIL = "no live value for this key (missing, expired or deleted)"
 
@@ -69,9 +70,24 @@ def row_headers(row: Row) -> dict[str, str]:
     return headers
 
 
-def written(key: str, row: Row, status: int) -> Response:
+def read_after_header(result: WriteResult) -> dict[str, str]:
+    return {} if result.read_after is None else {READ_AFTER_HEADER: result.read_after}
+
+
+def written(key: str, result: WriteResult, status: int) -> Response:
+    row = result.row
+    assert row is not None
     body: dict[str, Any] = {"key": key, "version": row.version, "expires_at": row.expires_at_ms}
-    return Response(orjson.dumps(body), status_code=status, headers=row_headers(row), media_type="application/json")
+    headers = row_headers(row) | read_after_header(result)
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+
+def read_options(request: Request, params: dict[str, str]) -> tuple[bool, str | None]:
+    """``(strong, read_after)`` from ``?consistency=``/``Consistency:`` and ``?after=``/``Kv-Read-After:``."""
+    consistency = params.get("consistency") or request.headers.get("consistency") or "eventual"
+    if consistency not in ("strong", "eventual"):
+        raise InvalidRequest("consistency must be 'strong' or 'eventual'")
+    return consistency == "strong", params.get("after") or request.headers.get(READ_AFTER_HEADER)
 
 
 def not_found() -> Response:
@@ -82,6 +98,7 @@ class KeyValueResource:
     """One endpoint for every method on a key, dispatching on the method."""
 
     _NO_PARAMS = frozenset[str]()
+    _GET_PARAMS = frozenset({"consistency", "after"})
     _PUT_PARAMS = frozenset({"ttl"})
     _PATCH_PARAMS = frozenset({"ttl", "persist"})
 
@@ -101,8 +118,8 @@ class KeyValueResource:
         return await self.delete(request, key)
 
     async def get(self, request: Request, key: str) -> Response:
-        query(request, self._NO_PARAMS)
-        row = await self.store.get(key)
+        strong, read_after = read_options(request, query(request, self._GET_PARAMS))
+        row = await self.store.get(key, strong=strong, read_after=read_after)
         if row is None:
             return not_found()
         headers = row_headers(row)
@@ -116,7 +133,7 @@ class KeyValueResource:
         precondition = write_preconditions(request, allow_absent=True)
         value = await read_value(request, self.max_value_bytes)
         result = await self.store.put(key, value, ttl_ms, precondition)
-        return written(key, result.row, 201 if result.created else 200)
+        return written(key, result, 201 if result.created else 200)
 
     async def patch(self, request: Request, key: str) -> Response:
         params = query(request, self._PATCH_PARAMS)
@@ -126,11 +143,11 @@ class KeyValueResource:
             raise InvalidRequest("persist must be 'true'")
         ttl_ms = parse_ttl_ms(params["ttl"]) if "ttl" in params else None
         precondition = write_preconditions(request, allow_absent=False)
-        row = await self.store.touch(key, ttl_ms, precondition)
-        return not_found() if row is None else written(key, row, 200)
+        result = await self.store.touch(key, ttl_ms, precondition)
+        return not_found() if result is None else written(key, result, 200)
 
     async def delete(self, request: Request, key: str) -> Response:
         query(request, self._NO_PARAMS)
         precondition = write_preconditions(request, allow_absent=False)
-        deleted = await self.store.delete(key, precondition)
-        return Response(status_code=204) if deleted else not_found()
+        result = await self.store.delete(key, precondition)
+        return not_found() if result is None else Response(status_code=204, headers=read_after_header(result))

@@ -1,0 +1,30 @@
+"""Read-your-writes tokens: a shard's replication position after a write, opaque to clients.
+
+A token names its shard, so that a token from one shard is never taken as a position of
+another (such a read simply goes to the primary).
+"""
+
+import base64
+import binascii
+
+from kvstore.errors import InvalidRequest
+
+_MAX_TOKEN_CHARS = 512
+
+
+def encode_read_after(shard: str, position: str) -> str:
+    return base64.urlsafe_b64encode(f"{shard}\n{position}".encode()).decode().rstrip("=")
+
+
+def decode_read_after(token: str) -> tuple[str, str]:
+    """``(shard, position)`` from a token; a token we did not issue is a 400."""
+    if len(token) > _MAX_TOKEN_CHARS:
+        raise InvalidRequest("read-after token is too long")
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest("read-after token is not one kvstore issued") from None
+    shard, separator, position = text.partition("\n")
+    if not separator or not shard or not position:
+        raise InvalidRequest("read-after token is not one kvstore issued")
+    return shard, position

@@ -1,0 +1,120 @@
+"""ReplicaSet: a shard's read replicas, their health and lag, and which of them serve reads.
+
+A background probe per shard asks the primary for its replication position, then each
+replica how far it has replayed. A replica serves reads (is "in rotation") while it answers
+its probes and its lag is at most ``max_replica_lag_s``; otherwise reads fall back to the
+other replicas or the primary until it is healthy again.
+
+Lag is the engine's own figure (PostgreSQL: time since the last replayed transaction;
+MariaDB: ``Seconds_Behind_Master``), bounded by how long the probe has seen the replica
+behind the primary's position. The first alone would call an idle replica hours behind after
+one fresh write; the second alone could not see a replica that is stuck.
+"""
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+
+from kvstore import metrics
+from kvstore.backends.base import Node
+from kvstore.errors import ShardError
+
+log = logging.getLogger("kvstore.replicas")
+
+
+@dataclass
+class ReplicaHealth:
+    node: Node
+    in_rotation: bool = False  # a replica earns its place with a first good probe
+    lag_s: float | None = None
+    behind_since: float | None = None
+    opened: bool = False
+    problem: str | None = "not probed yet"
+
+    def describe(self) -> str:
+        if self.in_rotation:
+            return f"up (lag {self.lag_s or 0:.3f} s)"
+        return f"out of rotation: {self.problem}"
+
+
+class ReplicaSet:
+    def __init__(
+        self, shard: str, primary: Node, replicas: list[Node], max_lag_s: float, probe_timeout_s: float
+    ) -> None:
+        self.shard = shard
+        self.primary = primary
+        self.replicas = [ReplicaHealth(node) for node in replicas]
+        self.max_lag_s = max_lag_s
+        self.probe_timeout_s = probe_timeout_s
+        self._turns = itertools.count()
+
+    def pick(self) -> Node | None:
+        """The next replica in rotation (round-robin), or None when none is."""
+        serving = [health.node for health in self.replicas if health.in_rotation]
+        if not serving:
+            return None
+        return serving[next(self._turns) % len(serving)]
+
+    def take_out(self, node: Node, problem: str) -> None:
+        """A request to ``node`` failed: no more reads for it until a probe finds it healthy."""
+        for health in self.replicas:
+            if health.node is node and health.in_rotation:
+                health.in_rotation, health.problem = False, problem
+                metrics.REPLICA_IN_ROTATION.labels(self.shard, node.role).set(0)
+                log.warning("replica out of rotation", extra={"replica": node.label, "error": problem})
+
+    async def run(self, stop: asyncio.Event, interval_s: float) -> None:
+        while not stop.is_set():
+            await self.probe()
+            try:
+                async with asyncio.timeout(interval_s):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+
+    async def probe(self) -> None:
+        try:
+            async with asyncio.timeout(self.probe_timeout_s):
+                position = await self.primary.replication_position()
+        except (ShardError, TimeoutError):
+            return  # without the primary's position lag cannot be judged: leave rotation as it is
+        await asyncio.gather(*(self._probe(health, position) for health in self.replicas))
+
+    async def _probe(self, health: ReplicaHealth, position: str) -> None:
+        node = health.node
+        try:
+            async with asyncio.timeout(self.probe_timeout_s):
+                if not health.opened:
+                    await node.open()
+                    health.opened = True
+                state = await node.replica_state(position)
+        except (ShardError, TimeoutError) as error:
+            self._update(health, None, f"probe failed: {getattr(error, 'detail', 'timed out')}")
+            return
+        if state.seconds_since_replay is None:
+            self._update(health, None, "replication is not running")
+            return
+        now = time.monotonic()
+        if state.caught_up:
+            health.behind_since = None
+            lag = 0.0
+        else:
+            health.behind_since = health.behind_since or now
+            lag = min(state.seconds_since_replay, now - health.behind_since)
+        self._update(health, lag, None if lag <= self.max_lag_s else f"lag {lag:.1f} s > {self.max_lag_s:g} s")
+
+    def _update(self, health: ReplicaHealth, lag_s: float | None, problem: str | None) -> None:
+        was = health.in_rotation
+        health.lag_s, health.problem, health.in_rotation = lag_s, problem, problem is None
+        role = health.node.role
+        metrics.REPLICA_IN_ROTATION.labels(self.shard, role).set(int(health.in_rotation))
+        if lag_s is not None:
+            metrics.REPLICA_LAG.labels(self.shard, role).set(lag_s)
+        if was != health.in_rotation:
+            change = "back in rotation" if health.in_rotation else "out of rotation"
+            log.warning(f"replica {change}", extra={"replica": health.node.label, "problem": problem})
+
+    async def close(self, timeout_s: float) -> None:
+        await asyncio.gather(*(health.node.close(timeout_s) for health in self.replicas))
