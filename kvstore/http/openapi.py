@@ -16,9 +16,13 @@ def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 def openapi_document(max_value_bytes: int) -> dict[str, Any]:
     etag = _header('Strong entity-tag of the current version, e.g. "1795435794045000"', {"type": "string"})
     expires = _header("Absolute expiry in epoch milliseconds (absent for persistent keys)", {"type": "integer"})
+    read_after = _header(
+        "Read-your-writes token (shards with replicas): pass it back as ?after= or Kv-Read-After on a GET",
+        {"type": "string"},
+    )
     written = {
         "description": "The key's new state",
-        "headers": {"ETag": etag, "Expires-At": expires},
+        "headers": {"ETag": etag, "Expires-At": expires, "Kv-Read-After": read_after},
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Written"}}},
     }
     key_param = {
@@ -56,9 +60,21 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
             "/v1/kv/{key}": {
                 "parameters": [key_param],
                 "get": {
-                    "summary": "Read a value",
+                    "summary": "Read a value (from a replica in rotation unless strong or read-after says otherwise)",
                     "parameters": [
                         {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
+                        {
+                            "name": "consistency",
+                            "in": "query",
+                            "description": "strong: read from the shard primary (also as a Consistency header)",
+                            "schema": {"type": "string", "enum": ["strong", "eventual"]},
+                        },
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "description": "A write's Kv-Read-After token: never answer older than that write",
+                            "schema": {"type": "string"},
+                        },
                     ],
                     "responses": {
                         "200": {
@@ -120,7 +136,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                     "summary": "Soft-delete a key",
                     "parameters": [if_match],
                     "responses": {
-                        "204": {"description": "Deleted"},
+                        "204": {"description": "Deleted", "headers": {"Kv-Read-After": read_after}},
                         "400": _PROBLEM,
                         "404": _PROBLEM,
                         "412": _PROBLEM,
