@@ -93,6 +93,10 @@ class ReplicaSet:
         except (ShardError, TimeoutError) as error:
             self._update(health, None, f"probe failed: {getattr(error, 'detail', 'timed out')}")
             return
+        except Exception as error:  # a bug must not end the probe loop nor leave the replica serving
+            log.exception("replica probe failed", extra={"replica": node.label})
+            self._update(health, None, f"probe failed: {type(error).__name__}")
+            return
         if state.seconds_since_replay is None:
             self._update(health, None, "replication is not running")
             return

@@ -21,10 +21,12 @@ DIALECT = Dialect(
     greatest="GREATEST",
     placeholder="$",
     integer_param="?::bigint",
-    replication_position="SELECT pg_current_wal_lsn()::text",
-    has_replayed="SELECT COALESCE(pg_last_wal_replay_lsn() >= ?::pg_lsn, false)",
+    # The insert position, not the write position: with synchronous_commit=off a commit record can be
+    # inserted but not yet written when the write returns, and the write position would come before it.
+    replication_position="SELECT pg_current_wal_insert_lsn()::text",
+    has_replayed="SELECT COALESCE(pg_last_wal_replay_lsn() >= ?::text::pg_lsn, false)",
     # Not in recovery (promoted, or not a standby at all) reads as "no replication": NULL lag.
-    replica_state="SELECT COALESCE(pg_last_wal_replay_lsn() >= ?::pg_lsn, false),"
+    replica_state="SELECT COALESCE(pg_last_wal_replay_lsn() >= ?::text::pg_lsn, false),"
     " CASE WHEN pg_is_in_recovery() THEN"
     " COALESCE(extract(epoch from clock_timestamp() - pg_last_xact_replay_timestamp()), 0) END",
     schema=(
