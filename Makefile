@@ -7,7 +7,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DB_PACKAGES := postgresql mariadb-server-core mariadb-client
 
-.PHONY: setup run test lint format db-binaries clean
+CLUSTER_DIR ?= .cluster
+
+.PHONY: setup run test lint format db-binaries cluster cluster-down clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +24,15 @@ run: setup
 
 test: setup db-binaries
 	$(BIN)/pytest
+
+# A fresh local cluster (2 PostgreSQL shards x 1 streaming replica) and kvstore serving on it.
+cluster: setup db-binaries
+	-$(BIN)/kvstore cluster down --dir $(CLUSTER_DIR) --remove >/dev/null 2>&1
+	$(BIN)/kvstore cluster up --backend postgres --shards 2 --replicas 1 --dir $(CLUSTER_DIR)
+	$(BIN)/kvstore serve --config $(CLUSTER_DIR)/shards.yaml
+
+cluster-down: setup
+	$(BIN)/kvstore cluster down --dir $(CLUSTER_DIR) --remove
 
 lint: setup
 	$(BIN)/ruff check kvstore tests
