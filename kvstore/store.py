@@ -4,9 +4,8 @@ This layer turns one client operation into the node calls that implement it atom
 applies the per-request deadline, and records per-shard latency and errors. It knows
 nothing of HTTP and nothing of SQL.
 
-An unconditional PUT is "replace the live row, else create one": each step is a single
-atomic statement, and if a concurrent writer changes the key between the two (the create
-finds a live row after the replace found none) the pair is tried again.
+Conditional writes map to one conditional statement each; an unconditional PUT is the
+backend's upsert (``Node.put``).
 """
 
 import asyncio
@@ -24,7 +23,6 @@ from kvstore.router import Router
 from kvstore.shard import Shard
 
 T = TypeVar("T")
-_PUT_ATTEMPTS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +126,4 @@ async def _put(node: Node, key: str, value: bytes, ttl_ms: int | None, precondit
         if row is None:
             raise PreconditionFailed("the key's current version does not match If-Match")
         return row, False
-    for _ in range(_PUT_ATTEMPTS):
-        row = await node.replace(key, value, ttl_ms, None)
-        if row is not None:
-            return row, False
-        row = await node.create(key, value, ttl_ms)
-        if row is not None:
-            return row, True
-    raise ShardTimeout(node.shard, "the key changed under every attempt to write it; try again")
+    return await node.put(key, value, ttl_ms)

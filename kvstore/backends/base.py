@@ -83,6 +83,10 @@ class Node(ABC):
         """The live row for ``key`` with its value, or None if missing, expired or deleted."""
 
     @abstractmethod
+    async def put(self, key: str, value: bytes, ttl_ms: int | None) -> tuple[Row, bool]:
+        """Write ``key`` whatever its state: ``(row, created)``, created meaning no live row was there."""
+
+    @abstractmethod
     async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:
         """Overwrite a live row (of version ``if_version`` when given); None if there was none."""
 

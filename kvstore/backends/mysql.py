@@ -62,6 +62,16 @@ WRITES = WriteTemplates(
         f" sweep_slot = IF({_DEAD}, VALUES(sweep_slot), sweep_slot),"
         f" ttl = IF({_DEAD}, VALUES(ttl), ttl)" + _REPORT
     ),
+    # One round trip like every write here; liveness of the replaced row is captured (in a term
+    # multiplied by 0) before ttl, assigned last, changes. ROW_COUNT() is 1 for an insert.
+    upsert=(
+        "INSERT INTO store ({key}, value, ttl, version, sweep_slot)"
+        " VALUES (?, ?, (@kv_ttl := CAST({expiry} AS SIGNED)), (@kv_version := {now_us}), ?)"
+        " ON DUPLICATE KEY UPDATE value = VALUES(value),"
+        " version = (@kv_version := {greatest}(version + 1, VALUES(version))) + 0 * (@kv_live := ttl > {now_ms}),"
+        " sweep_slot = IF(VALUES(sweep_slot) IS NULL, NULL, COALESCE(sweep_slot, VALUES(sweep_slot))),"
+        " ttl = VALUES(ttl); SELECT ROW_COUNT(), @kv_ttl, @kv_version, @kv_live"
+    ),
     touch=(
         "UPDATE store SET ttl = (@kv_ttl := CAST({expiry} AS SIGNED)), version = (@kv_version := {next_version}),"
         " sweep_slot = {slot} WHERE {key} = ? AND ttl > {now_ms}{check}" + _REPORT
@@ -147,6 +157,13 @@ class MySQLNode(SqlNode):
             await cursor.nextset()
             changed, ttl, version = await cursor.fetchone()
         return None if changed == 0 else (ttl, version)
+
+    async def _upsert(self, sql: str, params: Params) -> tuple[int, int, bool]:
+        async with self._cursor(write=True) as cursor:
+            await cursor.execute(sql, params)
+            await cursor.nextset()
+            changed, ttl, version, replaced_live = await cursor.fetchone()
+        return int(ttl), int(version), changed == 1 or not replaced_live
 
     async def _write(self, sql: str, params: Params) -> int:
         async with self._cursor(write=True) as cursor:

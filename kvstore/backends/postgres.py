@@ -3,12 +3,13 @@
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
 
 from kvstore.backends.base import SweeperLock
-from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode
+from kvstore.backends.sql import STANDARD_WRITES, Dialect, Params, PoolSettings, SqlNode, Statements
 from kvstore.errors import ShardTimeout, ShardUnavailable, describe
 
 _EPOCH = "extract(epoch from clock_timestamp())"
@@ -40,7 +41,19 @@ DIALECT = Dialect(
     claim_schema_version="INSERT INTO kvstore_meta (name, value) VALUES ('schema_version', $1)"
     " ON CONFLICT (name) DO NOTHING",
 )
-STATEMENTS = DIALECT.statements()
+# The unconditional PUT in one statement. RETURNING cannot see the row it replaced, so the
+# conflict branch records whether that row was live in a transaction-local setting (gone when
+# the statement's implicit transaction ends) while computing the version; a fresh insert is
+# recognised by xmax = 0.
+UPSERT = (
+    "INSERT INTO store AS s (key, value, ttl, version, sweep_slot) VALUES (?, ?, {expiry}, {now_us}, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, ttl = excluded.ttl,"
+    " version = GREATEST(s.version + 1, excluded.version)"
+    " + length(set_config('kvstore.replaced_live', (s.ttl > {now_ms})::text, true)) * 0,"
+    " sweep_slot = CASE WHEN excluded.sweep_slot IS NULL THEN NULL ELSE COALESCE(s.sweep_slot, excluded.sweep_slot) END"
+    " RETURNING ttl, version, xmax = 0, current_setting('kvstore.replaced_live', true)"
+)
+STATEMENTS = Statements.build(DIALECT, replace(STANDARD_WRITES, upsert=UPSERT))
 
 # pg_advisory_lock key of the shard's sweeper: "kvsweep" in ASCII. Advisory locks are per database.
 _SWEEPER_LOCK_KEY = 0x6B767377656570
@@ -112,6 +125,11 @@ class PostgresNode(SqlNode):
             status = await connection.execute(sql, *params)
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
+
+    async def _upsert(self, sql: str, params: Params) -> tuple[int, int, bool]:
+        async with self._connection(write=True) as connection:
+            ttl, version, inserted, replaced_live = await connection.fetchrow(sql, *params)
+        return ttl, version, inserted or replaced_live != "true"
 
     async def _fetch_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
         async with self._connection(write=False) as connection:

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, Node, ReplicaState, Row
-from kvstore.errors import SchemaError, ShardError
+from kvstore.errors import SchemaError, ShardError, ShardTimeout
 
 Params = Sequence[Any]
+_PUT_ATTEMPTS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +94,16 @@ VERSION_CHECK = " AND version = ?"
 
 @dataclass(frozen=True)
 class WriteTemplates:
-    """Writes that report the row they leave behind: ``(ttl, version)`` or nothing."""
+    """Writes that report the row they leave behind: ``(ttl, version)`` or nothing.
+
+    ``upsert`` is the single-statement unconditional PUT where the engine can also report
+    whether the row it overwrote was live; without it a PUT is "replace, else create".
+    """
 
     replace: str
     create: str
     touch: str
+    upsert: str | None = None
 
 
 STANDARD_WRITES = WriteTemplates(
@@ -123,6 +129,7 @@ class Statements:
     """Every statement a node runs, rendered once per dialect at import time."""
 
     get: str
+    upsert: str | None
     replace: str
     replace_if_version: str
     create: str
@@ -148,6 +155,7 @@ class Statements:
         soft_delete, soft_delete_if_version = both(SOFT_DELETE)
         return cls(
             get=dialect.render(GET),
+            upsert=None if writes.upsert is None else dialect.render(writes.upsert),
             replace=replace,
             replace_if_version=replace_if_version,
             create=dialect.render(writes.create),
@@ -190,6 +198,27 @@ class SqlNode(Node):
     async def get(self, key: str) -> Row | None:
         row = await self._fetch_one(self.statements.get, (key,))
         return None if row is None else Row.from_columns(row[1], row[2], bytes(row[0]))
+
+    async def _upsert(self, sql: str, params: Params) -> tuple[int, int, bool]:
+        """Run the dialect's upsert: ``(ttl, version, created)``. Only dialects with one call it."""
+        raise NotImplementedError(f"{self.dialect.name} has no single-statement upsert")
+
+    async def put(self, key: str, value: bytes, ttl_ms: int | None) -> tuple[Row, bool]:
+        if self.statements.upsert is not None:
+            ttl, version, created = await self._upsert(
+                self.statements.upsert, (key, value, ttl_ms, _sweep_slot(ttl_ms))
+            )
+            return Row.from_columns(ttl, version), created
+        # Replace the live row, else create one; each step is atomic, and if a concurrent writer
+        # changes the key between the two the pair is simply tried again.
+        for _ in range(_PUT_ATTEMPTS):
+            row = await self.replace(key, value, ttl_ms, None)
+            if row is not None:
+                return row, False
+            row = await self.create(key, value, ttl_ms)
+            if row is not None:
+                return row, True
+        raise self.failure(ShardTimeout, "the key changed under every attempt to write it; try again")
 
     async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:
         slot = _sweep_slot(ttl_ms)
