@@ -1,7 +1,9 @@
 """Access control, TLS and load shedding, on a real `kvstore serve`."""
 
 import asyncio
+import contextlib
 import hashlib
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -115,3 +117,33 @@ async def test_beyond_max_in_flight_requests_are_shed_at_once(small_server: Serv
         release.set()
         assert [(await holder).status_code for holder in holders] == [201, 201]
         assert (await client.get("/v1/kv/slow0")).status_code == 200
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
+
+
+def send_huge_body(port: int, chunked: bool, size: int) -> bytes:
+    """Send a PUT with a ``size``-byte body as fast as the server takes it; return the answer's start."""
+    chunk = b"x" * (1 << 20)
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % size
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"PUT /v1/kv/huge HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(size // len(chunk)):
+                connection.sendall(b"100000\r\n" + chunk + b"\r\n" if chunked else chunk)
+        return connection.recv(64)
+
+
+def test_memory_stays_flat_under_100_bodies_of_100_mib(tmp_path: Path) -> None:
+    server = ServerProcess(config_with(tmp_path)).start()
+    try:
+        assert server.process is not None
+        before = rss_mib(server.process.pid)
+        answers = {send_huge_body(server.port, chunked=i % 2 == 1, size=100 << 20)[:12] for i in range(100)}
+        after = rss_mib(server.process.pid)
+    finally:
+        server.stop()
+    assert answers == {b"HTTP/1.1 413"}
+    assert after - before < 32, f"RSS grew from {before:.0f} MiB to {after:.0f} MiB"
