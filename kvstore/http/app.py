@@ -26,10 +26,10 @@ from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError
 from kvstore.http.auth import BearerAuth
 from kvstore.http.kv import PREFIX, KeyValueResource
+from kvstore.http.limits import HeaderLimit, LoadShedder
 from kvstore.http.middleware import RequestContext
 from kvstore.http.openapi import openapi_document
 from kvstore.http.problems import error_response, problem
-from kvstore.http.shedding import LoadShedder
 from kvstore.router import Router
 from kvstore.shard import Shard
 from kvstore.store import KeyValueStore
@@ -190,10 +190,10 @@ def create_app(settings: Settings) -> ASGIApp:
         exception_handlers={KvError: on_kv_error, HTTPException: on_http_error, Exception: on_unexpected},
     )
     guarded: ASGIApp = BearerAuth(app, settings.tokens) if settings.tokens else app
-    shedding = LoadShedder(guarded, server.max_in_flight, server.retry_after_s)
+    limited = HeaderLimit(LoadShedder(guarded, server.max_in_flight, server.retry_after_s))
     # Outermost, so that even a 500 rendered by Starlette's ServerErrorMiddleware carries the
     # request id, and the error is logged once, with it.
-    return RequestContext(shedding, log_requests=server.access_log)
+    return RequestContext(limited, log_requests=server.access_log)
 
 
 async def _probe(shard: Shard) -> str:

@@ -84,3 +84,10 @@ def test_a_large_declared_body_is_refused_before_it_is_sent(server: ServerProces
     request = b"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 104857600\r\n\r\n"
     response = exchange(server, request)
     assert response.startswith(b"HTTP/1.1 413"), response[:200]
+
+
+def test_oversized_headers_are_refused_with_431(server: ServerProcess) -> None:
+    request = b"GET /v1/kv/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n"
+    response = exchange(server, request)
+    assert response.startswith(b"HTTP/1.1 431"), response[:200]
+    check(response)
