@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import Iterable
 
 from kvstore.config import Settings
+from kvstore.errors import KvError
 from kvstore.ring import HashRing
 from kvstore.shard import Shard
 
@@ -20,6 +21,19 @@ class Router:
 
     def shard_for(self, key: str) -> Shard:
         return self.shards[self.ring.owner(key)]
+
+    async def init_schemas(self) -> dict[str, KvError | None]:
+        """Open each shard's primary and create or check its schema: the error per shard, or None."""
+        outcomes: dict[str, KvError | None] = {}
+        for shard in self.shards.values():
+            try:
+                await shard.open()
+                await shard.primary.ensure_schema()
+            except KvError as error:
+                outcomes[shard.name] = error
+            else:
+                outcomes[shard.name] = None
+        return outcomes
 
     async def close(self, timeout_s: float) -> None:
         await asyncio.gather(*(shard.close(timeout_s) for shard in self.shards.values()))

@@ -5,6 +5,7 @@ ports and stopped at the end. When the server binaries are missing the integrati
 fail under ``CI=true`` (a skipped test is not a pass) and are skipped, visibly, elsewhere.
 """
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -38,6 +39,32 @@ def start_instances(kind: type[DatabaseInstance], count: int) -> list[DatabaseIn
     with ThreadPoolExecutor(count) as pool:
         list(pool.map(lambda instance: instance.__enter__(), instances))
     return instances
+
+
+SERVER_KINDS: dict[str, tuple[type[DatabaseInstance], Callable[[], Any]]] = {
+    "postgres": (PostgresInstance, find_postgres_binaries),
+    "mysql": (MariaDBInstance, find_mariadb_binaries),
+}
+
+
+@contextlib.contextmanager
+def dedicated_shards(
+    backend: str, directory: Path, **server: Any
+) -> Iterator[tuple[list[DatabaseInstance], ServerProcess]]:
+    """Two fresh database instances of ``backend`` and a `kvstore serve` on them, for tests that break them."""
+    kind, find_binaries = SERVER_KINDS[backend]
+    require(find_binaries)
+    instances = start_instances(kind, SHARDS_PER_BACKEND)
+    try:
+        config = write_config(directory / "shards.yaml", backend, [instance.dsn() for instance in instances], **server)
+        process = ServerProcess(config).start()
+        try:
+            yield instances, process
+        finally:
+            process.stop()
+    finally:
+        for instance in instances:
+            instance.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import click
 
 from kvstore.cli.options import config_option, settings_or_exit
 from kvstore.config import Settings
-from kvstore.errors import KvError
 from kvstore.router import Router
 
 
@@ -32,17 +31,13 @@ def init(config_file: str | None) -> None:
 
 async def _init_all(settings: Settings) -> int:
     router = Router.from_settings(settings)
-    failures = 0
     try:
-        for shard in router.shards.values():
-            try:
-                await shard.open()
-                await shard.primary.ensure_schema()
-            except KvError as error:
-                failures += 1
-                click.echo(f"{shard.name}: FAILED: {error}", err=True)
-            else:
-                click.echo(f"{shard.name}: schema ok ({shard.backend})")
+        outcomes = await router.init_schemas()
     finally:
         await router.close(5.0)
-    return failures
+    for name, error in outcomes.items():
+        if error is None:
+            click.echo(f"{name}: schema ok ({router.shards[name].backend})")
+        else:
+            click.echo(f"{name}: FAILED: {error}", err=True)
+    return sum(error is not None for error in outcomes.values())

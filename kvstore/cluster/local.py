@@ -34,7 +34,6 @@ from kvstore.cluster.mariadb import MariaDBInstance, MariaDBReplica
 from kvstore.cluster.ports import free_port, port_is_free
 from kvstore.cluster.postgres import PostgresInstance, PostgresStandby
 from kvstore.config import Settings, parse_settings
-from kvstore.errors import KvError
 from kvstore.router import Router
 
 logger = logging.getLogger(__name__)
@@ -229,18 +228,14 @@ class LocalCluster:
         """Create kvstore's tables on each primary, as ``kvstore shards init`` does; replicas get them replicated."""
         router = Router.from_settings(self.settings())
         try:
-            for shard in router.shards.values():
-                try:
-                    await shard.open()
-                    await shard.primary.ensure_schema()
-                except KvError as error:
-                    primary = self.instances[f"{shard.name}/primary"]
-                    raise InstanceError(
-                        f"{primary}: cannot create the kvstore schema: {error}\n{primary.log_excerpt()}"
-                    ) from error
-                progress(f"{shard.name}: schema ok")
+            outcomes = await router.init_schemas()
         finally:
             await router.close(_POOL_CLOSE_TIMEOUT_S)
+        for name, error in outcomes.items():
+            if error is not None:
+                primary = self.instances[f"{name}/primary"]
+                raise InstanceError(f"{primary}: cannot create the kvstore schema: {error}\n{primary.log_excerpt()}")
+            progress(f"{name}: schema ok")
 
     def _catch_up(self, name: str, progress: Progress, timeout_s: float) -> None:
         self.replica(name).wait_caught_up(timeout_s)

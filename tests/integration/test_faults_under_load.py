@@ -15,15 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kvstore.cluster import MariaDBInstance, PostgresInstance
-from kvstore.cluster.binaries import find_mariadb_binaries, find_postgres_binaries
 from kvstore.cluster.instance import DatabaseInstance
-from tests.conftest import require, start_instances
-from tests.support.server import ServerProcess, write_config
+from tests.conftest import SERVER_KINDS, dedicated_shards
+from tests.support.server import ServerProcess
 
 REQUEST_TIMEOUT_S = 2.0
 SLACK_S = 1.0  # event-loop and HTTP overhead allowed on top of the deadline
-KINDS = {"postgres": (PostgresInstance, find_postgres_binaries), "mysql": (MariaDBInstance, find_mariadb_binaries)}
 KILL_CONNECTIONS = {
     "postgres": "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
     " WHERE application_name = 'kvstore' AND pid <> pg_backend_pid()",
@@ -94,25 +91,15 @@ async def assert_all_acknowledged_readable(url: str, report: LoadReport) -> None
             assert response.status_code == 200 and response.content == value, key
 
 
-@pytest.fixture(params=sorted(KINDS))
+@pytest.fixture(params=sorted(SERVER_KINDS))
 def loaded_cluster(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[str, list[DatabaseInstance], ServerProcess]]:
-    kind, find_binaries = KINDS[request.param]
-    require(find_binaries)
-    instances = start_instances(kind, 2)
-    config = write_config(
-        tmp_path / "shards.yaml",
-        request.param,
-        [instance.dsn() for instance in instances],
-        request_timeout_s=REQUEST_TIMEOUT_S,
-        connect_timeout_s=1,
-    )
-    server = ServerProcess(config).start()
-    yield request.param, instances, server
-    server.stop()
-    for instance in instances:
-        instance.cleanup()
+    with dedicated_shards(request.param, tmp_path, request_timeout_s=REQUEST_TIMEOUT_S, connect_timeout_s=1) as (
+        instances,
+        server,
+    ):
+        yield request.param, instances, server
 
 
 async def test_connections_killed_by_the_database(

@@ -12,37 +12,24 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kvstore.cluster import MariaDBInstance, PostgresInstance
-from kvstore.cluster.binaries import find_mariadb_binaries, find_postgres_binaries
 from kvstore.cluster.instance import DatabaseInstance
 from kvstore.config import load_settings
-from tests.conftest import require, start_instances
-from tests.support.server import ServerProcess, write_config
+from tests.conftest import SERVER_KINDS, dedicated_shards
+from tests.support.server import ServerProcess
 
 REQUEST_TIMEOUT_S = 1.0
-KINDS = {"postgres": (PostgresInstance, find_postgres_binaries), "mysql": (MariaDBInstance, find_mariadb_binaries)}
 
 
-@pytest.fixture(params=sorted(KINDS))
+@pytest.fixture(params=sorted(SERVER_KINDS))
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[list[DatabaseInstance], ServerProcess]]:
-    kind, find_binaries = KINDS[request.param]
-    require(find_binaries)
-    instances = start_instances(kind, 2)
-    config = write_config(
-        tmp_path / "shards.yaml",
-        request.param,
-        [instance.dsn() for instance in instances],
-        request_timeout_s=REQUEST_TIMEOUT_S,
-        connect_timeout_s=0.5,
-        retry_after_s=2,
-    )
-    server = ServerProcess(config).start()
-    yield instances, server
-    server.stop()
-    for instance in instances:
-        if (pid := instance.pid()) is not None:
-            freeze(pid, signal.SIGCONT)
-        instance.cleanup()
+    settings = {"request_timeout_s": REQUEST_TIMEOUT_S, "connect_timeout_s": 0.5, "retry_after_s": 2}
+    with dedicated_shards(request.param, tmp_path, **settings) as (instances, server):
+        try:
+            yield instances, server
+        finally:
+            for instance in instances:  # a test that failed while they were frozen
+                if (pid := instance.pid()) is not None:
+                    freeze(pid, signal.SIGCONT)
 
 
 def freeze(pid: int, sig: signal.Signals) -> None:
