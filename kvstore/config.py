@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
@@ -46,6 +46,7 @@ class ServerSettings:
     max_in_flight: int = 256
     max_replica_lag_s: float = 5.0
     replica_probe_interval_s: float = 0.5
+    replica_selection: str = "round_robin"  # or "least_outstanding"; see replicas.py
     access_log: bool = False
     log_level: str = "info"
 
@@ -239,6 +240,10 @@ def _check_server(server: ServerSettings) -> None:
         raise ConfigError("server.pool_min_size: must be between 0 and server.pool_max_size")
     if server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("server.log_level: must be one of debug, info, warning, error")
+    if server.replica_selection not in ("round_robin", "least_outstanding"):
+        raise ConfigError(
+            f"server.replica_selection: must be round_robin or least_outstanding, got {server.replica_selection!r}"
+        )
 
 
 def _shard_list(raw: Any, base_dir: Path) -> tuple[ShardSettings, ...]:
@@ -312,6 +317,12 @@ def _location(raw: Any, backend: str, path: str, base_dir: Path) -> str:
         raise ConfigError(f"{path}: bad DSN: no host")
     if backend == "mysql" and not parts.path.strip("/"):
         raise ConfigError(f"{path}: bad DSN: no database name (mysql://user:password@host:port/db)")
+    if backend == "mysql" and dict(parse_qsl(parts.query)).get("ssl", "disable") not in (
+        "disable",
+        "require",
+        "verify",
+    ):
+        raise ConfigError(f"{path}: bad DSN: ssl must be disable, require or verify")
     del port  # parsed only to validate it
     return raw
 

@@ -13,10 +13,11 @@ either of which would make two different keys collide.
 """
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiomysql
 import pymysql
@@ -87,15 +88,30 @@ _TIMEOUT_ERRNOS = frozenset({1205, 3024, 1969})  # lock wait timeout, query exec
 
 
 def connect_arguments(dsn: str) -> dict[str, Any]:
-    """aiomysql keyword arguments for a ``mysql://user:password@host:port/database`` DSN."""
+    """aiomysql keyword arguments for a ``mysql://user:password@host:port/database[?ssl=…]`` DSN.
+
+    TLS, like libpq's ``sslmode``: ``ssl=verify`` (certificate and host name checked; ``ssl-ca=PATH``
+    names the CA file) or ``ssl=require`` (encrypted, certificate not checked).
+    """
     parts = urlsplit(dsn)
-    return {
+    options = dict(parse_qsl(parts.query))
+    arguments: dict[str, Any] = {
         "host": parts.hostname or "127.0.0.1",
         "port": parts.port or 3306,
         "user": unquote(parts.username or "root"),
         "password": unquote(parts.password or ""),
         "db": unquote(parts.path.lstrip("/")),
     }
+    mode = options.get("ssl", "disable")
+    if mode in ("verify", "require"):
+        context = ssl.create_default_context(cafile=options.get("ssl-ca"))
+        if mode == "require":
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        arguments["ssl"] = context
+    elif mode != "disable":
+        raise ValueError(f"ssl={mode!r}: expected verify, require or disable")
+    return arguments
 
 
 class MySQLNode(SqlNode):

@@ -60,6 +60,7 @@ def test_precedence_defaults_file_environment_flags() -> None:
         ({"shards": [shard(backend="postgres", primary="mysql://x@h/db")]}, r"shards\[0\]\.primary: bad DSN"),
         ({"shards": [shard(backend="mysql", primary="mysql://u:p@host:3306")]}, "no database name"),
         ({"shards": [shard(backend="postgres", primary="postgresql://h:notaport/db")]}, "bad DSN"),
+        ({"shards": [shard(backend="mysql", primary="mysql://u:p@h/db?ssl=maybe")]}, "ssl must be"),
         ({"shards": [shard(), shard(name="s1", replicas=["x.db"])]}, r"shards\[1\]\.replicas: sqlite"),
         ({"shards": [shard(weight=0)]}, r"shards\[0\]\.weight: must be at least 1"),
         ({"shards": [shard(primary=":memory:")]}, "plain file path"),
