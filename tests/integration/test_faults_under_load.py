@@ -40,6 +40,13 @@ class LoadReport:
     def slowest_s(self) -> float:
         return max(seconds for _, _, seconds, _ in self.statuses)
 
+    def summary(self) -> str:
+        """One line for the test's output (pytest -rP shows it): the figures a fault run produced."""
+        return (
+            f"{len(self.statuses)} requests, {len(self.errors())} answered 5xx, {len(self.acknowledged)} writes"
+            f" acknowledged, slowest {self.slowest_s * 1000:.0f} ms"
+        )
+
 
 async def run_load(url: str, seconds: float, fault: Callable[[], Awaitable[None]], fault_at_s: float) -> LoadReport:
     report = LoadReport()
@@ -115,6 +122,7 @@ async def test_connections_killed_by_the_database(
                     await asyncio.to_thread(instance.sql, f"KILL CONNECTION {int(thread_id)}")
 
     report = await run_load(server.url, seconds=4.0, fault=kill_connections, fault_at_s=1.5)
+    print(f"{backend}, connections killed: {report.summary()}")
     assert len(report.acknowledged) > 100
     assert report.slowest_s <= REQUEST_TIMEOUT_S + SLACK_S
     assert {status for _, status, _, _ in report.statuses} <= {200, 201, 503}
@@ -134,6 +142,7 @@ async def test_stopped_primary_under_load(loaded_cluster: tuple[str, list[Databa
         await asyncio.to_thread(instances[1].start)
 
     report = await run_load(server.url, seconds=5.0, fault=stop_and_restart, fault_at_s=1.0)
+    print(f"{loaded_cluster[0]}, primary stopped for 1 s: {report.summary()}")
     assert report.slowest_s <= REQUEST_TIMEOUT_S + SLACK_S
     assert report.errors(), "requests for the stopped shard failed"
     assert all(status == 503 for _, status, _, _ in report.errors()), report.errors()[:5]
@@ -150,6 +159,7 @@ async def test_kill_9_front_end_loses_no_acknowledged_write(config_file: Path) -
         first.process.kill()
 
     report = await run_load(first.url, seconds=2.5, fault=kill_front_end, fault_at_s=1.0)
+    print(f"{config_file.parent.name}, front end killed: {report.summary()}")
     first.stop()
     assert len(report.acknowledged) > 50
     second = ServerProcess(config_file).start()
