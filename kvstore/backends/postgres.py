@@ -1,6 +1,7 @@
 """PostgreSQL through asyncpg: ``$n`` placeholders, ``INSERT … ON CONFLICT``, ``clock_timestamp()``."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -166,17 +167,23 @@ class PostgresNode(SqlNode):
                 raise self.failure(ShardTimeout, "statement timed out on the server") from None
             if not _is_unavailable(error):
                 raise
-            connection.terminate()  # e.g. the server is shutting down: this session is over
+            _discard(connection)  # e.g. the server is shutting down: this session is over
             raise self.connection_lost(error, write) from None
         except BaseException as error:
             # Cancelled by the request deadline or broken mid-protocol: never reuse it, and do not
             # let release() wait for a cancel request to a server that may not answer at all.
-            connection.terminate()
+            _discard(connection)
             if isinstance(error, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
                 raise self.connection_lost(error, write) from None
             raise
         finally:
             await self._pool.release(connection)
+
+
+def _discard(connection: asyncpg.Connection) -> None:
+    """Close a pooled connection for good; one asyncpg saw die is already back in its pool."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        connection.terminate()
 
 
 def _is_unavailable(error: asyncpg.PostgresError) -> bool:

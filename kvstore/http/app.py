@@ -25,7 +25,7 @@ from kvstore import metrics
 from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError
 from kvstore.http.auth import BearerAuth
-from kvstore.http.kv import PREFIX, KeyValueResource
+from kvstore.http.kv import ROUTE, KeyValueResource
 from kvstore.http.limits import HeaderLimit, LoadShedder
 from kvstore.http.middleware import RequestContext
 from kvstore.http.openapi import openapi_document
@@ -175,7 +175,7 @@ def create_app(settings: Settings) -> ASGIApp:
 
     routes = [
         Route(
-            PREFIX + "{key:path}",
+            ROUTE,
             KeyValueResource(store, server.max_value_bytes).handle,
             methods=["GET", "HEAD", "PUT", "PATCH", "DELETE"],
         ),

@@ -7,6 +7,7 @@ raised as our own exceptions and rendered as problem+json by the app's error han
 from typing import Any
 
 import orjson
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,9 +19,25 @@ from kvstore.keys import parse_key, parse_ttl_ms
 from kvstore.store import KeyValueStore, WriteResult
 
 PREFIX = "/v1/kv/"
+ROUTE = PREFIX + "{key:key}"
 READ_AFTER_HEADER = "Kv-Read-After"
 _PREFIX_BYTES = PREFIX.encode()
 _NOT_FOUND_DETAIL = "no live value for this key (missing, expired or deleted)"
+
+
+class KeyConvertor(Convertor[str]):
+    """Matches every key, newlines included: Starlette's ``path`` convertor (``.*``) stops at them."""
+
+    regex = "[\\s\\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("key", KeyConvertor())
 
 
 def key_from(request: Request) -> str:

@@ -80,7 +80,17 @@ def test_values_are_binary_safe(client: httpx.Client, value: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["ключ/with/slashes", "emoji-🔑", "a b+c&d=e?f#g", "%2F-literal-percent", "x" * 240, "Key", "key "]
+    "key",
+    [
+        "ключ/with/slashes",
+        "emoji-🔑",
+        "a b+c&d=e?f#g",
+        "%2F-literal-percent",
+        "x" * 240,
+        "Key",
+        "key ",
+        "new\nline\r\t",
+    ],
 )
 def test_keys_with_unicode_slashes_and_reserved_characters(client: httpx.Client, key: str) -> None:
     key = key + "-" + uuid.uuid4().hex[:8] if len(key) < 240 else key[:223] + uuid.uuid4().hex[:32]
