@@ -46,7 +46,7 @@ class ServerSettings:
     max_in_flight: int = 256
     max_replica_lag_s: float = 5.0
     replica_probe_interval_s: float = 0.5
-    replica_selection: str = "round_robin"  # or "least_outstanding"; see replicas.py
+    replica_selection: str = "least_outstanding"  # or "round_robin"; benchmarks/replica_selection.py
     access_log: bool = False
     log_level: str = "info"
 

@@ -37,7 +37,14 @@ class Shard:
             for index, dsn in enumerate(settings.replicas, start=1)
         ]
         replicas = (
-            ReplicaSet(settings.name, primary, replica_nodes, server.max_replica_lag_s, server.connect_timeout_s)
+            ReplicaSet(
+                settings.name,
+                primary,
+                replica_nodes,
+                server.max_replica_lag_s,
+                server.connect_timeout_s,
+                server.replica_selection,
+            )
             if replica_nodes
             else None
         )
@@ -60,19 +67,22 @@ class Shard:
         """
         if self.replicas is None:
             return await self.primary.get(key)
-        replica = None if strong else self.replicas.pick()
+        chosen = None if strong else self.replicas.acquire()
         reason = "strong" if strong else "no_replica_in_rotation"
-        try:
-            if replica is not None and after_position is not None and not await replica.has_replayed(after_position):
-                replica, reason = None, "replica_behind_read_after"
-            if replica is not None:
-                row = await replica.get(key)
-                metrics.READS.labels(self.name, "replica").inc()
-                return row
-        except ShardError as error:
-            assert replica is not None
-            self.replicas.take_out(replica, error.detail)
-            reason = "replica_failed"
+        if chosen is not None:
+            replica = chosen.node
+            try:
+                if after_position is not None and not await replica.has_replayed(after_position):
+                    reason = "replica_behind_read_after"
+                else:
+                    row = await replica.get(key)
+                    metrics.READS.labels(self.name, "replica").inc()
+                    return row
+            except ShardError as error:
+                self.replicas.take_out(replica, error.detail)
+                reason = "replica_failed"
+            finally:
+                self.replicas.release(chosen)
         metrics.READ_FALLBACKS.labels(self.name, reason).inc()
         metrics.READS.labels(self.name, "primary").inc()
         return await self.primary.get(key)

@@ -44,6 +44,7 @@ from kvstore.errors import ShardError
 log = logging.getLogger("kvstore.sweeper")
 _STALE_SMOOTHING = 0.05  # weight of the newest cycle in the running estimate, as in Redis
 _LOCK_RETRY_S = 2.0
+_BATCH_DEADLINE_S = 5.0
 
 
 @dataclass(slots=True)
@@ -112,10 +113,20 @@ class ShardSweeper:
 
     async def _cycle(self) -> None:
         started = time.monotonic()
+        budget_s = self.settings.cycle_budget_ms / 1000
         try:
-            result = await sweep_cycle(self.node, self.settings, self.settings.cycle_budget_ms / 1000)
+            # The budget is checked between batches; this deadline bounds a batch stuck on a busy
+            # pool or database, so that the sweeper (and shutdown, which waits for it) never hangs.
+            async with asyncio.timeout(budget_s + _BATCH_DEADLINE_S):
+                result = await sweep_cycle(self.node, self.settings, budget_s)
         except ShardError as error:
             log.warning("sweep cycle failed", extra={"shard": self.shard, "error": error.detail})
+            return
+        except TimeoutError:
+            log.warning("sweep cycle timed out", extra={"shard": self.shard})
+            return
+        except Exception:  # a bug must not silently end the shard's sweeping
+            log.exception("sweep cycle failed", extra={"shard": self.shard})
             return
         self.stale_estimate = _STALE_SMOOTHING * result.stale + (1 - _STALE_SMOOTHING) * self.stale_estimate
         metrics.record_sweep(self.shard, result, time.monotonic() - started, self.stale_estimate)

@@ -129,6 +129,9 @@ class PostgresInstance(DatabaseInstance):
             "max_connections": "200",
             "wal_level": "replica",
             "max_wal_senders": "10",
+            # Replicas cloned in parallel each force a checkpoint; without kept WAL one clone's
+            # checkpoint can remove a segment the other still has to stream.
+            "wal_keep_size": "'256MB'",
             "hot_standby": "on",
             # start() sends the server's stderr to log_path; a logging collector
             # would miss the errors that stop the server before it starts.
