@@ -1,0 +1,1 @@
+"""Benchmarks that answer kvstore design questions with figures; each module runs on its own."""
