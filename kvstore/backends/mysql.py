@@ -181,12 +181,12 @@ class MySQLNode(SqlNode):
             changed, ttl, version, replaced_live = await cursor.fetchone()
         return int(ttl), int(version), changed == 1 or not replaced_live
 
-    async def _write(self, sql: str, params: Params) -> int:
+    async def _write(self, sql: str, params: Params, *, background: bool = False) -> int:
         async with self._cursor(write=True) as cursor:
             await cursor.execute(sql, params)
             return int(cursor.rowcount)
 
-    async def _fetch_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+    async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
         async with self._cursor(write=False) as cursor:
             await cursor.execute(sql, params)
             rows = await cursor.fetchall()

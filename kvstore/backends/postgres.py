@@ -121,7 +121,7 @@ class PostgresNode(SqlNode):
             row = await connection.fetchrow(sql, *params)
         return None if row is None else tuple(row)
 
-    async def _write(self, sql: str, params: Params) -> int:
+    async def _write(self, sql: str, params: Params, *, background: bool = False) -> int:
         async with self._connection(write=True) as connection:
             status = await connection.execute(sql, *params)
         last = status.rsplit(" ", 1)[-1]
@@ -132,7 +132,7 @@ class PostgresNode(SqlNode):
             ttl, version, inserted, replaced_live = await connection.fetchrow(sql, *params)
         return ttl, version, inserted or replaced_live != "true"
 
-    async def _fetch_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+    async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
         async with self._connection(write=False) as connection:
             return [tuple(row) for row in await connection.fetch(sql, *params)]
 

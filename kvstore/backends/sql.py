@@ -188,11 +188,15 @@ class SqlNode(Node):
         """Run a write and return the ``(ttl, version)`` it left, or None if it changed nothing."""
 
     @abstractmethod
-    async def _write(self, sql: str, params: Params) -> int:
-        """Run a write (or DDL) and return the number of rows it changed."""
+    async def _write(self, sql: str, params: Params, *, background: bool = False) -> int:
+        """Run a write (or DDL) and return the number of rows it changed.
+
+        ``background`` marks the sweeper's work: a driver whose requests share one connection
+        (SQLite) runs it on a connection of its own, so that it never queues foreground reads.
+        """
 
     @abstractmethod
-    async def _fetch_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+    async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
         """Run a read and return every row, keys decoded to ``str``."""
 
     async def get(self, key: str) -> Row | None:
@@ -243,18 +247,18 @@ class SqlNode(Node):
 
     async def sample_expiring(self, count: int) -> list[tuple[str, bool]]:
         start = _random_slot()
-        rows = await self._fetch_all(self.statements.sample, (start, count))
+        rows = await self._fetch_all(self.statements.sample, (start, count), background=True)
         if len(rows) < count:  # ran off the end of the slot space: wrap around to its start
-            rows += await self._fetch_all(self.statements.sample, (0, count - len(rows)))
+            rows += await self._fetch_all(self.statements.sample, (0, count - len(rows)), background=True)
         return [(key, bool(expired)) for key, expired in dict(rows).items()]
 
     async def purge(self, keys: Sequence[str]) -> int:
         if not keys:
             return 0
-        return await self._write(_purge_statement(self.dialect, len(keys)), tuple(keys))
+        return await self._write(_purge_statement(self.dialect, len(keys)), tuple(keys), background=True)
 
     async def scan_keys(self, after: str, limit: int) -> list[str]:
-        return [row[0] for row in await self._fetch_all(self.statements.scan_keys, (after, limit))]
+        return [row[0] for row in await self._fetch_all(self.statements.scan_keys, (after, limit), background=True)]
 
     async def ping(self) -> None:
         await self._fetch_one("SELECT 1", ())

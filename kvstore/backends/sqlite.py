@@ -1,8 +1,9 @@
 """SQLite through aiosqlite: the embedded default, so ``make run`` needs no server.
 
-One connection per shard and process, in autocommit mode, WAL journal and a busy timeout
-so that several ``--workers`` processes share the file safely. ``synchronous=FULL`` makes a
-committed write survive power loss, which is what a 2xx PUT promises.
+One connection per shard and process for requests, one more for the sweeper (so that its
+deletes never queue foreground reads; WAL lets them run side by side), in autocommit mode,
+WAL journal and a busy timeout so that several ``--workers`` processes share the file safely.
+``synchronous=FULL`` makes a committed write survive power loss, which is what a 2xx PUT promises.
 """
 
 import fcntl
@@ -52,9 +53,14 @@ class SQLiteNode(SqlNode):
         self._path = Path(path)
         self._busy_timeout_ms = int(pool.statement_timeout_s * 1000)
         self._connection: aiosqlite.Connection | None = None
+        self._background: aiosqlite.Connection | None = None
         self._in_use = 0
 
     async def open(self) -> None:
+        self._connection = await self._connect()
+        self._background = await self._connect()
+
+    async def _connect(self) -> aiosqlite.Connection:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             connection = await aiosqlite.connect(self._path, isolation_level=None)
@@ -63,12 +69,13 @@ class SQLiteNode(SqlNode):
             await connection.execute("PRAGMA synchronous = FULL")
         except (OSError, sqlite3.Error) as error:
             raise self.failure(ShardUnavailable, f"cannot open {self._path}: {error}") from None
-        self._connection = connection
+        return connection
 
     async def close(self, timeout_s: float) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        for connection in (self._connection, self._background):
+            if connection is not None:
+                await connection.close()
+        self._connection = self._background = None
 
     def connections_in_use(self) -> int:
         return self._in_use
@@ -81,12 +88,12 @@ class SQLiteNode(SqlNode):
     async def _write_returning(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         return await self._fetch_one(sql, params)
 
-    async def _write(self, sql: str, params: Params) -> int:
-        async with self._use() as connection, connection.execute(sql, params) as cursor:
+    async def _write(self, sql: str, params: Params, *, background: bool = False) -> int:
+        async with self._use(background) as connection, connection.execute(sql, params) as cursor:
             return cursor.rowcount
 
-    async def _fetch_all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
-        async with self._use() as connection:
+    async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
+        async with self._use(background) as connection:
             return [tuple(row) for row in await connection.execute_fetchall(sql, params)]
 
     async def acquire_sweeper_lock(self) -> SweeperLock | None:
@@ -100,12 +107,13 @@ class SQLiteNode(SqlNode):
         return _FileLock(descriptor)
 
     @asynccontextmanager
-    async def _use(self) -> AsyncIterator[aiosqlite.Connection]:
-        if self._connection is None:
+    async def _use(self, background: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        connection = self._background if background else self._connection
+        if connection is None:
             raise self.failure(ShardUnavailable, "not open")
         self._in_use += 1
         try:
-            yield self._connection
+            yield connection
         except sqlite3.OperationalError as error:
             if "locked" in str(error) or "busy" in str(error):
                 raise self.failure(ShardTimeout, f"database file busy: {error}") from None
