@@ -114,10 +114,11 @@ def create_app(settings: Settings) -> ASGIApp:
         finally:
             lifecycle.ready = False
             lifecycle.background_stop.set()
-            _, stuck = await asyncio.wait(lifecycle.background, timeout=server.graceful_shutdown_s)
-            for task in stuck:
-                task.cancel()
-            await asyncio.gather(*lifecycle.background, return_exceptions=True)
+            if lifecycle.background:
+                _, stuck = await asyncio.wait(lifecycle.background, timeout=server.graceful_shutdown_s)
+                for task in stuck:
+                    task.cancel()
+                await asyncio.gather(*lifecycle.background, return_exceptions=True)
             for task in lifecycle.tasks:
                 task.cancel()
             await asyncio.gather(*lifecycle.tasks, return_exceptions=True)

@@ -82,8 +82,10 @@ def test_unreachable_shard_at_start_is_named(tmp_path: Path) -> None:
     assert time.monotonic() - started < 20
 
 
-def test_sigterm_shuts_down_gracefully(tmp_path: Path) -> None:
-    server = ServerProcess(sqlite_config(tmp_path)).start()
+@pytest.mark.parametrize("sweeper", [True, False])
+def test_sigterm_shuts_down_gracefully(tmp_path: Path, sweeper: bool) -> None:
+    config = write_config(tmp_path / "shards.yaml", "sqlite", ["a.db", "b.db"], sweeper={"enabled": sweeper})
+    server = ServerProcess(config).start()
     assert server.process is not None
     with httpx.Client(base_url=server.url) as client:
         assert client.put("/v1/kv/x", content=b"1").status_code == 201
