@@ -22,7 +22,7 @@ def config_option(function: F) -> F:
 
 
 def settings_or_exit(config_file: str | None) -> Settings:
-    """Load settings, or exit with status 2 and one line naming the problem."""
+    """Load settings, or exit non-zero with one line naming the problem."""
     try:
         return load_settings(config_file)
     except ConfigError as error:
