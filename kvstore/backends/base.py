@@ -119,6 +119,10 @@ class Node(ABC):
         """Up to ``limit`` keys greater than ``after`` in key order (batched full scans)."""
 
     @abstractmethod
+    async def table_stats(self) -> "TableStats":
+        """Row counts without a full scan where the engine keeps estimates; raises SchemaError without a schema."""
+
+    @abstractmethod
     async def replication_position(self) -> str:
         """On a primary: a position at or after every transaction committed so far (WAL LSN, GTID set)."""
 
@@ -145,6 +149,20 @@ class ReplicaState:
 
     caught_up: bool  # has replayed everything up to the position it was asked about
     seconds_since_replay: float | None  # the engine's own lag figure; None when replication is not running
+
+
+@dataclass(frozen=True, slots=True)
+class TableStats:
+    """How big a node's table is, for operators: exact counts or the engine's own estimates.
+
+    ``expiring`` counts rows with an expiry or soft-deleted (those with a sweep slot). Either
+    count is None where the engine has no figure (e.g. a PostgreSQL table never analyzed).
+    """
+
+    rows: int | None
+    expiring: int | None
+    exact: bool
+    schema_version: int | None
 
 
 class SweeperLock(ABC):

@@ -36,6 +36,9 @@ DIALECT = Dialect(
     replication_position="SELECT @@gtid_binlog_pos",
     has_replayed="SELECT MASTER_GTID_WAIT(?, 0) = 0",
     replica_state="SELECT MASTER_GTID_WAIT(?, 0) = 0",  # + SHOW SLAVE STATUS, in MySQLNode.replica_state
+    # InnoDB's estimate; it has none for rows with a sweep slot (the index's cardinality counts NULLs too).
+    table_stats="SELECT TABLE_ROWS, NULL, 0 FROM information_schema.TABLES"
+    " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'store'",
     schema=(
         "CREATE TABLE IF NOT EXISTS store (`key` VARBINARY(1020) NOT NULL PRIMARY KEY,"
         " value LONGBLOB NOT NULL, ttl BIGINT NOT NULL, version BIGINT NOT NULL, sweep_slot BIGINT NULL,"
@@ -123,30 +126,35 @@ class MySQLNode(SqlNode):
         self._dsn = dsn
         self._settings = pool
         self._pool: aiomysql.Pool | None = None
+        # The sweeper's own connection: its work never waits behind requests for a pooled one.
+        self._background: aiomysql.Connection | None = None
+        self._background_turn = asyncio.Lock()
+        self._session = {
+            "connect_timeout": pool.connect_timeout_s,
+            "autocommit": True,
+            "charset": "utf8mb4",
+            # UTC so that UNIX_TIMESTAMP(NOW()) never meets a DST fold; a server-side statement
+            # limit so a stuck query cannot hold a connection forever (max_statement_time is
+            # MariaDB's; the /*M! */ comment hides it from MySQL); sql_notes = 0 so that "already
+            # exists" notes from CREATE ... IF NOT EXISTS are not warnings.
+            "init_command": (
+                "SET time_zone = '+00:00', sql_notes = 0"
+                f" /*M!, SESSION max_statement_time = {pool.statement_timeout_s} */"
+            ),
+            **connect_arguments(dsn),
+        }
 
     async def open(self) -> None:
-        statement_timeout_s = self._settings.statement_timeout_s
         try:
             self._pool = await aiomysql.create_pool(
-                minsize=self._settings.min_size,
-                maxsize=self._settings.max_size,
-                connect_timeout=self._settings.connect_timeout_s,
-                autocommit=True,
-                charset="utf8mb4",
-                # UTC so that UNIX_TIMESTAMP(NOW()) never meets a DST fold; a server-side
-                # statement limit so a stuck query cannot hold a connection forever.
-                # (max_statement_time is MariaDB's; the /*M! */ comment hides it from MySQL.)
-                # sql_notes = 0: "already exists" notes from CREATE ... IF NOT EXISTS are not warnings.
-                init_command=(
-                    "SET time_zone = '+00:00', sql_notes = 0"
-                    f" /*M!, SESSION max_statement_time = {statement_timeout_s} */"
-                ),
-                **connect_arguments(self._dsn),
+                minsize=self._settings.min_size, maxsize=self._settings.max_size, **self._session
             )
         except (OSError, pymysql.MySQLError, TimeoutError) as error:
             raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
 
     async def close(self, timeout_s: float) -> None:
+        if self._background is not None:
+            self._background.close()
         if self._pool is None:
             return
         self._pool.close()
@@ -182,12 +190,12 @@ class MySQLNode(SqlNode):
         return int(ttl), int(version), changed == 1 or not replaced_live
 
     async def _write(self, sql: str, params: Params, *, background: bool = False) -> int:
-        async with self._cursor(write=True) as cursor:
+        async with self._cursor(write=True, background=background) as cursor:
             await cursor.execute(sql, params)
             return int(cursor.rowcount)
 
     async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
-        async with self._cursor(write=False) as cursor:
+        async with self._cursor(write=False, background=background) as cursor:
             await cursor.execute(sql, params)
             rows = await cursor.fetchall()
         # Keys are VARBINARY: they come back as bytes.
@@ -227,13 +235,8 @@ class MySQLNode(SqlNode):
         return _NamedLock(connection)
 
     @asynccontextmanager
-    async def _cursor(self, write: bool) -> AsyncIterator[aiomysql.Cursor]:
-        if self._pool is None:
-            raise self.failure(ShardUnavailable, "not open")
-        try:
-            connection = await self._pool.acquire()
-        except (OSError, pymysql.MySQLError) as error:
-            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
+    async def _cursor(self, write: bool, background: bool = False) -> AsyncIterator[aiomysql.Cursor]:
+        connection = await self._acquire(background)
         try:
             async with connection.cursor() as cursor:
                 yield cursor
@@ -246,6 +249,29 @@ class MySQLNode(SqlNode):
                 raise
             raise translated from None
         finally:
+            self._release(connection, background)
+
+    async def _acquire(self, background: bool) -> aiomysql.Connection:
+        if self._pool is None:
+            raise self.failure(ShardUnavailable, "not open")
+        try:
+            if not background:
+                return await self._pool.acquire()
+            await self._background_turn.acquire()
+            try:
+                if self._background is None or self._background.closed:
+                    self._background = await aiomysql.connect(**self._session)
+            except BaseException:
+                self._background_turn.release()
+                raise
+            return self._background
+        except (OSError, pymysql.MySQLError, TimeoutError) as error:
+            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
+
+    def _release(self, connection: aiomysql.Connection, background: bool) -> None:
+        if background:
+            self._background_turn.release()
+        elif self._pool is not None:
             self._pool.release(connection)
 
 

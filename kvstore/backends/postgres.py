@@ -31,6 +31,11 @@ DIALECT = Dialect(
     replica_state="SELECT COALESCE(pg_last_wal_replay_lsn() >= ?::text::pg_lsn, false),"
     " CASE WHEN pg_is_in_recovery() THEN"
     " COALESCE(extract(epoch from clock_timestamp() - pg_last_xact_replay_timestamp()), 0) END",
+    # The planner's estimates (the partial index holds the rows with a sweep slot); -1 until
+    # the table is first analyzed, which reads as "no figure" rather than a full count.
+    table_stats="SELECT CASE WHEN t.reltuples >= 0 THEN t.reltuples::bigint END,"
+    " CASE WHEN t.reltuples >= 0 THEN i.reltuples::bigint END, false"
+    " FROM pg_class t, pg_class i WHERE t.oid = 'store'::regclass AND i.oid = 'store_sweep_slot'::regclass",
     schema=(
         # COLLATE "C": byte order, the same order MySQL's VARBINARY keys sort in.
         'CREATE TABLE IF NOT EXISTS store (key VARCHAR(255) COLLATE "C" PRIMARY KEY,'
@@ -80,6 +85,13 @@ class PostgresNode(SqlNode):
         self._dsn = dsn
         self._settings = pool
         self._pool: asyncpg.Pool | None = None
+        # The sweeper's own connection: its work never waits behind requests for a pooled one.
+        self._background: asyncpg.Connection | None = None
+        self._background_turn = asyncio.Lock()
+        self._server_settings = {
+            "application_name": "kvstore",
+            "statement_timeout": str(int(pool.statement_timeout_s * 1000)),
+        }
 
     async def open(self) -> None:
         try:
@@ -89,15 +101,14 @@ class PostgresNode(SqlNode):
                 max_size=self._settings.max_size,
                 timeout=self._settings.connect_timeout_s,
                 reset=_keep_session,
-                server_settings={
-                    "application_name": "kvstore",
-                    "statement_timeout": str(int(self._settings.statement_timeout_s * 1000)),
-                },
+                server_settings=self._server_settings,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
             raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
 
     async def close(self, timeout_s: float) -> None:
+        if self._background is not None:
+            _discard(self._background)
         if self._pool is None:
             return
         try:
@@ -122,7 +133,7 @@ class PostgresNode(SqlNode):
         return None if row is None else tuple(row)
 
     async def _write(self, sql: str, params: Params, *, background: bool = False) -> int:
-        async with self._connection(write=True) as connection:
+        async with self._connection(write=True, background=background) as connection:
             status = await connection.execute(sql, *params)
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
@@ -133,7 +144,7 @@ class PostgresNode(SqlNode):
         return ttl, version, inserted or replaced_live != "true"
 
     async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
-        async with self._connection(write=False) as connection:
+        async with self._connection(write=False, background=background) as connection:
             return [tuple(row) for row in await connection.fetch(sql, *params)]
 
     async def acquire_sweeper_lock(self) -> SweeperLock | None:
@@ -151,14 +162,34 @@ class PostgresNode(SqlNode):
             return None
         return _AdvisoryLock(connection)
 
-    @asynccontextmanager
-    async def _connection(self, write: bool) -> AsyncIterator[asyncpg.Connection]:
+    async def _acquire(self, background: bool) -> asyncpg.Connection:
         if self._pool is None:
             raise self.failure(ShardUnavailable, "not open")
         try:
-            connection = await self._pool.acquire()
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError) as error:
+            if not background:
+                return await self._pool.acquire()
+            await self._background_turn.acquire()
+            try:
+                if self._background is None or self._background.is_closed():
+                    self._background = await asyncpg.connect(
+                        self._dsn, timeout=self._settings.connect_timeout_s, server_settings=self._server_settings
+                    )
+            except BaseException:
+                self._background_turn.release()
+                raise
+            return self._background
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError, TimeoutError) as error:
             raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
+
+    async def _release(self, connection: asyncpg.Connection, background: bool) -> None:
+        if background:
+            self._background_turn.release()
+        elif self._pool is not None:
+            await self._pool.release(connection)
+
+    @asynccontextmanager
+    async def _connection(self, write: bool, background: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        connection = await self._acquire(background)
         try:
             yield connection
         except asyncpg.PostgresError as error:
@@ -177,7 +208,7 @@ class PostgresNode(SqlNode):
                 raise self.connection_lost(error, write) from None
             raise
         finally:
-            await self._pool.release(connection)
+            await self._release(connection, background)
 
 
 def _discard(connection: asyncpg.Connection) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, Node, ReplicaState, Row
+from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, Node, ReplicaState, Row, TableStats
 from kvstore.errors import SchemaError, ShardError, ShardTimeout
 
 Params = Sequence[Any]
@@ -49,6 +49,7 @@ class Dialect:
     replication_position: str  # one row, one column: the primary's position
     has_replayed: str  # one row: replayed up to the ``?`` position (true/false)
     replica_state: str  # one row: (caught up to the ``?`` position, engine's lag in seconds or NULL)
+    table_stats: str  # one row: (rows, rows with a sweep slot, exact?), NULL counts where the engine has none
     schema: tuple[str, ...]  # tables, created before their columns are checked
     indexes: tuple[str, ...]  # created once the tables are known to be ours
     claim_schema_version: str
@@ -144,6 +145,7 @@ class Statements:
     replica_state: str
     sample: str
     scan_keys: str
+    table_stats: str
 
     @classmethod
     def build(cls, dialect: Dialect, writes: WriteTemplates) -> "Statements":
@@ -170,6 +172,7 @@ class Statements:
             replica_state=dialect.render(dialect.replica_state),
             sample=dialect.render(SAMPLE),
             scan_keys=dialect.render(SCAN_KEYS),
+            table_stats=dialect.table_stats,
         )
 
 
@@ -259,6 +262,24 @@ class SqlNode(Node):
 
     async def scan_keys(self, after: str, limit: int) -> list[str]:
         return [row[0] for row in await self._fetch_all(self.statements.scan_keys, (after, limit), background=True)]
+
+    async def table_stats(self) -> TableStats:
+        try:
+            version = await self._fetch_one(self.statements.read_schema_version, ())
+            row = await self._fetch_one(self.statements.table_stats, ())
+        except ShardError:
+            raise
+        except Exception as error:
+            raise SchemaError(f"{self.label}: no kvstore schema; run `kvstore shards init` ({error})") from None
+        if row is None:
+            raise SchemaError(f"{self.label}: no table 'store'; run `kvstore shards init`")
+        rows, expiring, exact = row
+        return TableStats(
+            rows=None if rows is None else int(rows),
+            expiring=None if expiring is None else int(expiring),
+            exact=bool(exact),
+            schema_version=int(version[0]) if version is not None and str(version[0]).isdigit() else None,
+        )
 
     async def ping(self) -> None:
         await self._fetch_one("SELECT 1", ())

@@ -32,6 +32,7 @@ DIALECT = Dialect(
     replication_position="SELECT ''",
     has_replayed="SELECT 0 WHERE ? IS NULL",
     replica_state="SELECT 0, NULL WHERE ? IS NULL",
+    table_stats="SELECT COUNT(*), COUNT(sweep_slot), 1 FROM store",  # no statistics: exact, one scan
     schema=(
         "CREATE TABLE IF NOT EXISTS store (key VARCHAR(255) NOT NULL PRIMARY KEY,"
         " value BLOB NOT NULL, ttl INTEGER NOT NULL, version INTEGER NOT NULL, sweep_slot INTEGER)",
