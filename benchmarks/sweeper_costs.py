@@ -28,18 +28,19 @@ as two half legs in the order with, without, without, with, so that drift (a gro
 warm-up, checkpoints, vacuum) falls on both sides alike; the legs are pooled.
 
 Section 4, reclaim rate and foreground impact. 200,000 rows, 100,000 of them already expired and
-100,000 live with an expiry; 16 tasks doing ``node.get`` on random live keys for 10 s, first without
-the sweeper, then with a ``ShardSweeper`` (default ``SweeperSettings``) running in the same event
-loop, sharing the node's pool as it does in the server; then the sweeper alone for 5 s. Reported: GET
-ops/s and p50/p99 with and without, and the rows the sweeper deleted per second under load and alone
-(dead rows counted with SQL before and after; cycles and batches from kvstore's sweeper metrics).
+100,000 live with an expiry; 16 tasks doing ``node.get`` on random live keys for 10 s without the
+sweeper (5 s before and 5 s after, so that drift cancels out) and for 10 s in between with a
+``ShardSweeper`` (default ``SweeperSettings``) running in the same event loop, sharing the node's pool
+as it does in the server; then the sweeper alone for 5 s. Reported: GET ops/s and p50/p99 with and
+without, and the rows the sweeper deleted per second under load and alone (dead rows counted with SQL
+before and after; cycles and batches from kvstore's sweeper metrics).
 
 PostgreSQL and MariaDB are temporary servers on free ports (``kvstore.cluster``), SQLite a temporary
 file; all are removed at the end. ``--no-durable`` turns fsync off on the servers; SQLite always runs
 with kvstore's own ``synchronous=FULL``. After each bulk load the servers' statistics are refreshed
 (``ANALYZE``), as autovacuum / InnoDB would do on their own.
 
-Run from the repository root (the whole default run takes about 7 minutes on 2 cores)::
+Run from the repository root (the whole default run takes 3 to 5 minutes on 2 cores)::
 
     .venv/bin/python -m benchmarks.sweeper_costs [--rows 1000000] [--backends sqlite,postgres,mysql]
         [--durable/--no-durable] [--json OUT]
@@ -353,8 +354,8 @@ async def drive(operation: Operation, concurrency: int, ops: float, time_limit_s
     leg = Leg(ops=0, elapsed_s=0.0, seconds=[], outcomes=Counter(), errors=[])
     deadline = time.perf_counter() + time_limit_s
 
-    async def worker(seed: int) -> None:
-        rng = random.Random(seed)
+    async def worker() -> None:
+        rng = random.Random()  # seeded from the OS: every leg draws different keys
         while leg.ops < ops and time.perf_counter() < deadline:
             leg.ops += 1
             started = time.perf_counter()
@@ -369,8 +370,8 @@ async def drive(operation: Operation, concurrency: int, ops: float, time_limit_s
 
     began = time.perf_counter()
     async with asyncio.TaskGroup() as group:
-        for seed in range(concurrency):
-            group.create_task(worker(seed))
+        for _ in range(concurrency):
+            group.create_task(worker())
     leg.elapsed_s = time.perf_counter() - began
     return leg
 
@@ -683,13 +684,16 @@ async def reclaim(target: Target) -> Reclaim:
         row = await target.node.get(key_name(2 * rng.randrange(RECLAIM_LIVE) + 1))
         return "hit" if row is not None else "miss"
 
-    progress(f"{target.name}: GET load without the sweeper")
-    without = Throughput.of([await drive(get, CONCURRENCY, math.inf, GET_SECONDS)])
+    # Without, with, without: the baseline brackets the sweeper's run, so that drift cancels out.
+    progress(f"{target.name}: GET load without the sweeper, first half")
+    before = await drive(get, CONCURRENCY, math.inf, GET_SECONDS / 2)
     progress(f"{target.name}: GET load with the sweeper")
     with_leg, during_load = await sweep_during(target, base, drive(get, CONCURRENCY, math.inf, GET_SECONDS))
+    progress(f"{target.name}: GET load without the sweeper, second half")
+    after = await drive(get, CONCURRENCY, math.inf, GET_SECONDS / 2)
     progress(f"{target.name}: the sweeper alone")
     _, alone = await sweep_during(target, base, asyncio.sleep(SWEEPER_ALONE_S))
-    return Reclaim(without, Throughput.of([with_leg]), during_load, alone)
+    return Reclaim(Throughput.of([before, after]), Throughput.of([with_leg]), during_load, alone)
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -749,8 +753,10 @@ def size_table(reports: list[BackendReport]) -> str:
             f"{p.rows:,}",
             f"{p.load_s:.1f}",
             f"{p.sample.mean_ms:.3f}",
+            f"{p.sample.p50_ms:.3f}",
             f"{p.sample.p99_ms:.3f}",
             f"{p.purge.mean_ms:.3f}",
+            f"{p.purge.p50_ms:.3f}",
             f"{p.purge.p99_ms:.3f}",
             "-" if p.disk_reads_per_call is None else f"{p.disk_reads_per_call:.1f}",
             p.plan,
@@ -758,8 +764,8 @@ def size_table(reports: list[BackendReport]) -> str:
         for r in reports
         for p in r.sizes
     ]
-    header = ["Engine", "Rows", "Load s", "sample(20) mean ms", "sample p99 ms", "purge(20 live) mean ms"]
-    return markdown([*header, "purge p99 ms", "InnoDB disk reads / call", "Sampling plan"], rows)
+    header = ["Engine", "Rows", "Load s", "sample(20) mean ms", "p50 ms", "p99 ms", "purge(20 live) mean ms"]
+    return markdown([*header, "p50 ms", "p99 ms", "InnoDB disk reads / call", "Sampling plan"], rows)
 
 
 def size_ratio_table(reports: list[BackendReport]) -> str:
@@ -773,13 +779,16 @@ def size_ratio_table(reports: list[BackendReport]) -> str:
                 r.engine,
                 f"{large.rows:,} / {small.rows:,}",
                 f"{sample:.2f}x",
+                ratio(large.sample.p50_ms, small.sample.p50_ms),
                 ratio(large.sample.p99_ms, small.sample.p99_ms),
                 f"{purge:.2f}x",
+                ratio(large.purge.p50_ms, small.purge.p50_ms),
                 ratio(large.purge.p99_ms, small.purge.p99_ms),
                 "yes" if flat else "**no**",
             ]
         )
-    header = ["Engine", "Sizes", "sample mean", "sample p99", "purge mean", "purge p99", "Means flat within ±50 %"]
+    header = ["Engine", "Sizes", "sample mean", "sample p50", "sample p99", "purge mean", "purge p50", "purge p99"]
+    header.append("Means flat within ±50 %")
     return markdown(header, rows)
 
 
@@ -829,11 +838,17 @@ def put_table(reports: list[BackendReport]) -> str:
                         f"{without.per_second:,.0f} ({without.ops:,} ops)",
                         ratio(with_.per_second, without.per_second),
                         f"{with_.p99_ms:.2f} / {without.p99_ms:.2f}",
+                        f"{created_share(with_):.0f} % / {created_share(without):.0f} %",
                         str(with_.errors + without.errors),
                     ]
                 )
     header = ["Engine", "PUT", "Expiry", "Ops/s with index", "Ops/s without", "with / without"]
-    return markdown([*header, "p99 ms with / without", "Errors"], rows)
+    return markdown([*header, "p99 ms with / without", "Created with / without", "Errors"], rows)
+
+
+def created_share(result: Throughput) -> float:
+    """Percentage of PUTs that created their key (inserts should be 100 %, overwrites 0 %)."""
+    return 100 * result.outcomes.get("created", 0) / max(1, sum(result.outcomes.values()))
 
 
 def index_timing(reports: list[BackendReport]) -> str:
@@ -922,8 +937,9 @@ def render(reports: list[BackendReport], settings: dict[str, Any]) -> str:
         + index_timing(reports)
         + f"\n\n## 4. Reclaim rate and foreground impact\n\n{RECLAIM_EXPIRED + RECLAIM_LIVE:,} rows,"
         f" {RECLAIM_EXPIRED:,} expired and {RECLAIM_LIVE:,} live with an expiry; {CONCURRENCY} tasks of `node.get`"
-        f" on random live keys for {GET_SECONDS:g} s without, then with, a `ShardSweeper` (default settings) in the"
-        f" same process and pool (target: GET throughput drop ≤ {100 * GET_DROP_TARGET:.0f} %); then the sweeper"
+        f" on random live keys for {GET_SECONDS:g} s with a `ShardSweeper` (default settings) running in the same"
+        f" process and pool, and for {GET_SECONDS:g} s without it, as {GET_SECONDS / 2:g} s before and"
+        f" {GET_SECONDS / 2:g} s after (target: GET throughput drop ≤ {100 * GET_DROP_TARGET:.0f} %); then the sweeper"
         f" alone for {SWEEPER_ALONE_S:g} s. Dead rows are counted with SQL before and after each sweeper run; the"
         " stale estimate is `ShardSweeper.stale_estimate` at the end of the run under load.\n\n"
         + reclaim_table(reports)

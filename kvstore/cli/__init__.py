@@ -4,6 +4,8 @@ import click
 
 from kvstore import __version__
 from kvstore.cli.cluster import cluster
+from kvstore.cli.kv import kv
+from kvstore.cli.ring import ring
 from kvstore.cli.serve import serve
 from kvstore.cli.shards import shards
 from kvstore.cli.sweep import sweep
@@ -19,3 +21,5 @@ main.add_command(serve)
 main.add_command(shards)
 main.add_command(sweep)
 main.add_command(cluster)
+main.add_command(ring)
+main.add_command(kv)
