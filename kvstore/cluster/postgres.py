@@ -273,7 +273,9 @@ class PostgresStandby(PostgresInstance):
 
     def wait_caught_up(self, timeout_s: float = 30) -> None:
         """Wait until this standby has replayed all the WAL the primary had written when called."""
-        target = self.primary.sql("SELECT pg_current_wal_lsn()")
+        # The insert position: with synchronous_commit=off the write position can lag a just-committed
+        # transaction, and "caught up" would come before the replica has it.
+        target = self.primary.sql("SELECT pg_current_wal_insert_lsn()")
         if not wait_until(lambda: self.sql(f"SELECT pg_last_wal_replay_lsn() >= '{target}'") == "t", timeout_s):
             replayed = self.sql("SELECT pg_last_wal_replay_lsn()")
             raise InstanceError(f"{self}: replayed up to {replayed} only, not {target}, after {timeout_s}s")
