@@ -124,8 +124,8 @@ def test_shards_status_counts_live_dead_and_expiring_rows(tmp_path: Path) -> Non
     rows1 = s1["rows"]
     assert (rows1["total"], rows1["with_expiry"]) == (1000, 700)
     assert rows1["methods"] == {"total": "exact", "live": "estimate", "with_expiry": "exact", "dead": "sample"}
-    assert 250 <= rows1["sample"]["rows"] <= 500  # 5 windows of 100 among 700 rows overlap
-    assert abs(rows1["dead"] - 300) <= 60, rows1
+    assert 100 <= rows1["sample"]["rows"] <= 500  # 5 random windows of 100 among 700 rows may overlap
+    assert abs(rows1["dead"] - 300) <= 120, rows1  # over 4 standard deviations of the sample
     assert rows1["live"] == 1000 - rows1["dead"]
 
     human = kvstore("shards", "status", "--config", str(config)).stdout.decode().splitlines()
