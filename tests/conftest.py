@@ -67,22 +67,24 @@ def dedicated_shards(
             instance.cleanup()
 
 
-@pytest.fixture(scope="session")
-def postgres_instances() -> Iterator[list[DatabaseInstance]]:
-    require(find_postgres_binaries)
-    instances = start_instances(PostgresInstance, SHARDS_PER_BACKEND)
+def shared_instances(backend: str) -> Iterator[list[DatabaseInstance]]:
+    """The session's instances of one engine, one per shard, removed at the end."""
+    kind, find_binaries = SERVER_KINDS[backend]
+    require(find_binaries)
+    instances = start_instances(kind, SHARDS_PER_BACKEND)
     yield instances
     for instance in instances:
         instance.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_instances() -> Iterator[list[DatabaseInstance]]:
+    yield from shared_instances("postgres")
 
 
 @pytest.fixture(scope="session")
 def mariadb_instances() -> Iterator[list[DatabaseInstance]]:
-    require(find_mariadb_binaries)
-    instances = start_instances(MariaDBInstance, SHARDS_PER_BACKEND)
-    yield instances
-    for instance in instances:
-        instance.cleanup()
+    yield from shared_instances("mysql")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
