@@ -14,7 +14,7 @@ each replica layout,
   CPU per read and only the 2 ms differ.
 
 each ``server.replica_selection`` gets a shard built in-process the way the server builds it
-(``Router.from_settings``, ``shard.open()``, probes until both standbys are in rotation), and C tasks
+(``Router(settings)``, ``shard.open()``, probes until both standbys are in rotation), and C tasks
 call ``shard.read(key, strong=False, after_position=None)`` on random keys. Reported: reads/s,
 p50/p99 of one read, the share of reads each node served (counted by wrapping the nodes' ``get``),
 and, for scale, the idle latency of one read on each standby.
@@ -211,7 +211,7 @@ class Measurement:
 @asynccontextmanager
 async def open_shard(settings: Settings, served: Counter[str]) -> AsyncIterator[Shard]:
     """Shard s0 as the server builds it, its nodes' reads counted, once both replicas are in rotation."""
-    router = Router.from_settings(settings)
+    router = Router(settings)
     shard = router.shards["s0"]
     assert shard.replicas is not None
     for node in shard.nodes:
@@ -260,7 +260,7 @@ async def idle_latency_ms(node: Node, keys: list[str]) -> float:
 
 
 async def preload(settings: Settings, cluster: LocalCluster, keys: list[str]) -> None:
-    router = Router.from_settings(settings)
+    router = Router(settings)
     try:
         primary = router.shards["s0"].primary
         await primary.open()

@@ -47,6 +47,10 @@ class ServerSettings:
     max_replica_lag_s: float = 5.0
     replica_probe_interval_s: float = 0.5
     replica_selection: str = "least_outstanding"  # or "round_robin"; benchmarks/replica_selection.py
+    # How often a front end re-reads the ring record from its shards, and how long it keeps
+    # serving without a successful read before refusing requests (it might route by a stale ring).
+    ring_poll_interval_s: float = 0.25
+    ring_lease_s: float = 2.0
     access_log: bool = False
     log_level: str = "info"
 
@@ -93,6 +97,9 @@ class Settings:
     tokens: tuple[ApiToken, ...] = ()
     vnodes_per_weight: int = DEFAULT_VNODES_PER_WEIGHT
     source: Path | None = None
+    # The shard list as written (``${ENV}`` unexpanded, SQLite paths made absolute): what the
+    # ring record carries to front ends that do not know a shard yet.
+    shard_specs: tuple[Mapping[str, Any], ...] = ()
 
     def ring(self) -> HashRing:
         return HashRing((RingNode(shard.name, shard.weight) for shard in self.shards), self.vnodes_per_weight)
@@ -125,6 +132,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
 
 
 def parse_settings(document: Any, environ: Mapping[str, str], base_dir: Path, source: Path | None = None) -> Settings:
+    specs = _portable_specs(document.get("shards") if isinstance(document, dict) else None, base_dir)
     document = _interpolate(document, environ, "")
     root = _mapping(document, "config")
     _reject_unknown(root, {"server", "shards", "ring", "sweeper", "auth"}, "")
@@ -140,8 +148,38 @@ def parse_settings(document: Any, environ: Mapping[str, str], base_dir: Path, so
     shards = _shard_list(root.get("shards"), base_dir)
     tokens = _tokens(_mapping(root.get("auth", {}), "auth"))
     return Settings(
-        server=server, shards=shards, sweeper=sweeper, tokens=tokens, vnodes_per_weight=vnodes, source=source
+        server=server,
+        shards=shards,
+        sweeper=sweeper,
+        tokens=tokens,
+        vnodes_per_weight=vnodes,
+        source=source,
+        shard_specs=specs,
     )
+
+
+def parse_shard_specs(specs: Any, environ: Mapping[str, str], origin: str) -> tuple[ShardSettings, ...]:
+    """Shard settings from specs as a ring record carries them (see ``Settings.shard_specs``)."""
+    try:
+        return _shard_list(_interpolate(list(specs), environ, ""), Path("/"))
+    except ConfigError as error:
+        raise ConfigError(f"{origin}: {error}") from None
+
+
+def _portable_specs(raw: Any, base_dir: Path) -> tuple[Mapping[str, Any], ...]:
+    """The shard list before interpolation; validated later, with the interpolated one."""
+    if not isinstance(raw, list):
+        return ()
+    specs = []
+    for item in raw:
+        if not isinstance(item, dict):
+            return ()
+        spec = dict(item)
+        primary = spec.get("primary")
+        if spec.get("backend") == "sqlite" and isinstance(primary, str) and "${" not in primary:
+            spec["primary"] = str((base_dir / primary).resolve())
+        specs.append(spec)
+    return tuple(specs)
 
 
 def _tokens(auth: Mapping[str, Any]) -> tuple[ApiToken, ...]:
@@ -230,6 +268,8 @@ def _check_server(server: ServerSettings) -> None:
         "max_in_flight",
         "pool_max_size",
         "workers",
+        "ring_poll_interval_s",
+        "ring_lease_s",
     )
     for name in positive:
         if getattr(server, name) <= 0:
@@ -240,6 +280,8 @@ def _check_server(server: ServerSettings) -> None:
         raise ConfigError("server.pool_min_size: must be between 0 and server.pool_max_size")
     if server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("server.log_level: must be one of debug, info, warning, error")
+    if server.ring_lease_s < 2 * server.ring_poll_interval_s:
+        raise ConfigError("server.ring_lease_s: must be at least twice server.ring_poll_interval_s")
     if server.replica_selection not in ("round_robin", "least_outstanding"):
         raise ConfigError(
             f"server.replica_selection: must be round_robin or least_outstanding, got {server.replica_selection!r}"

@@ -8,6 +8,7 @@
     │   └── ValueTooLarge        value over max_value_bytes (HTTP 413)
     ├── PreconditionFailed       If-Match / If-None-Match not met (HTTP 412)
     ├── SchemaError              a shard's schema is missing, foreign or newer than ours
+    ├── ReshardError             a resharding step cannot run now (wrong phase, someone else's change)
     └── ShardError               a shard could not answer (HTTP 503 + Retry-After)
         ├── ShardUnavailable     could not connect, or the connection broke before the query ran
         ├── ShardTimeout         no answer within the deadline
@@ -37,6 +38,10 @@ class PreconditionFailed(KvError):
 
 class SchemaError(KvError):
     """A shard's schema is not one this version of kvstore can serve."""
+
+
+class ReshardError(KvError):
+    """A resharding step cannot run in the migration's current state; the message says what to do."""
 
 
 class ShardError(KvError):

@@ -47,6 +47,10 @@ class HashRing:
         self._hashes = [point for point, _ in points]
         self._owners = [owner for _, owner in points]
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(node.name for node in self.nodes)
+
     def owner(self, key: str) -> str:
         """The shard that owns ``key``."""
         index = bisect.bisect_left(self._hashes, stable_hash(key.encode()))

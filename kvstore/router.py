@@ -1,26 +1,138 @@
-"""Key -> shard through the consistent-hash ring; owns the shards' lifecycle."""
+"""Key -> shard through the ring record's topology; owns the shards' lifecycle.
+
+The router starts from the config's ring and follows the ring record kept on the shards (see
+``reshard/state.py``): ``refresh`` reads it and adopts a newer epoch, opening shards it did not
+know. A router that is kept fresh (the server's, via ``watch``) holds a lease: when no shard
+has answered for ``ring_lease_s`` it refuses to route, because a migration it has not heard of
+may have moved the key. Resharding waits longer than that lease before it moves any row.
+"""
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from kvstore.config import Settings
-from kvstore.errors import KvError
-from kvstore.ring import HashRing
+from kvstore.config import Settings, ShardSettings, parse_shard_specs
+from kvstore.errors import KvError, ShardUnavailable
+from kvstore.reshard.state import Phase, RingRecord, Topology, poll_records, ring_layout
 from kvstore.shard import Shard
+
+log = logging.getLogger("kvstore.router")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The shards one key's operation touches (see ``reshard.state.Placement``)."""
+
+    owner: Shard
+    fallback: Shard | None = None
+    writable: bool = True
 
 
 class Router:
-    def __init__(self, ring: HashRing, shards: Iterable[Shard]) -> None:
-        self.ring = ring
-        self.shards = {shard.name: shard for shard in shards}
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.shards = {shard.name: Shard.from_settings(shard, settings.server) for shard in settings.shards}
+        self.topology = Topology(epoch=0, phase=Phase.STABLE, ring=settings.ring())
+        self._confirmed_at: float | None = None  # set once a refresh succeeded; from then on the lease applies
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "Router":
-        shards = (Shard.from_settings(shard, settings.server) for shard in settings.shards)
-        return cls(settings.ring(), shards)
+    def route(self, key: str) -> Route:
+        placement = self.topology.place(key)
+        if self._confirmed_at is not None:
+            silent_s = time.monotonic() - self._confirmed_at
+            if silent_s > self.settings.server.ring_lease_s:
+                raise ShardUnavailable(
+                    placement.owner,
+                    f"no shard confirmed the ring for {silent_s:.1f} s; refusing to route by a ring that may be stale",
+                )
+        fallback = None if placement.fallback is None else self.shards[placement.fallback]
+        return Route(self.shards[placement.owner], fallback, placement.writable)
 
     def shard_for(self, key: str) -> Shard:
-        return self.shards[self.ring.owner(key)]
+        """The shard that owns ``key`` now (during a migration: its new owner)."""
+        return self.route(key).owner
+
+    def may_purge(self, shard: str) -> Callable[[str], bool]:
+        """The sweeper's guard for ``shard``: whether a dead row may be hard-deleted now."""
+
+        def allowed(key: str) -> bool:
+            return self.lease_held() and self.topology.may_purge(shard, key)
+
+        return allowed
+
+    def lease_held(self) -> bool:
+        if self._confirmed_at is None:
+            return True
+        return time.monotonic() - self._confirmed_at <= self.settings.server.ring_lease_s
+
+    async def refresh(self) -> list[Shard]:
+        """Read the ring record from every known shard and follow the newest epoch.
+
+        Returns the shards it opened for the first time. The lease is renewed only when at least
+        one shard answered and the newest record it saw is the one now routed by.
+        """
+        poll = await poll_records({name: shard.primary for name, shard in self.shards.items()})
+        if not poll.answered:
+            return []
+        added: list[Shard] = []
+        if poll.latest is not None and poll.latest.epoch > self.topology.epoch:
+            added = await self._adopt(poll.latest)
+        self._confirmed_at = time.monotonic()
+        return added
+
+    async def watch(self, stop: asyncio.Event, on_added: Callable[[Shard], Awaitable[None]]) -> None:
+        """Refresh every ``ring_poll_interval_s`` until ``stop``; hand new shards to ``on_added``."""
+        interval = self.settings.server.ring_poll_interval_s
+        while not stop.is_set():
+            try:
+                for shard in await self.refresh():
+                    await on_added(shard)
+            except KvError as error:
+                log.warning("cannot follow the ring record: %s", error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    async def _adopt(self, record: RingRecord) -> list[Shard]:
+        added = []
+        try:
+            for name in record.shard_names():
+                if name not in self.shards:
+                    shard = Shard.from_settings(self._shard_settings(record, name), self.settings.server)
+                    await shard.open()
+                    self.shards[name] = shard
+                    added.append(shard)
+        except BaseException:
+            for shard in added:
+                del self.shards[shard.name]
+                await shard.close(1.0)
+            raise
+        self._warn_if_config_is_stale(record)
+        self.topology = Topology.of(record)
+        log.info("ring record adopted", extra={"epoch": record.epoch, "phase": record.phase.value})
+        return added
+
+    def _shard_settings(self, record: RingRecord, name: str) -> ShardSettings:
+        """Local settings where the config knows the shard (its DSNs win), else the record's spec."""
+        for shard in self.settings.shards:
+            if shard.name == name:
+                return shard
+        (shard,) = parse_shard_specs([record.spec(name)], os.environ, f"ring record epoch {record.epoch}")
+        return shard
+
+    def _warn_if_config_is_stale(self, record: RingRecord) -> None:
+        configured = {shard.name: shard.weight for shard in self.settings.shards}
+        rings = [ring_layout(record.shards)] + ([] if record.previous is None else [ring_layout(record.previous)])
+        if configured not in rings:
+            log.warning(
+                "%s describes a ring the shards no longer use; serving by their ring record (epoch %d): update it to "
+                "shards %s",
+                self.settings.source or "the config",
+                record.epoch,
+                ", ".join(f"{name} (weight {weight})" for name, weight in rings[0].items()),
+            )
 
     async def init_schemas(self) -> dict[str, KvError | None]:
         """Open each shard's primary and create or check its schema: the error per shard, or None."""

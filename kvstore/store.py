@@ -6,6 +6,12 @@ nothing of HTTP and nothing of SQL.
 
 Conditional writes map to one conditional statement each; an unconditional PUT is the
 backend's upsert (``Node.put``).
+
+During a migration (see ``reshard/state.py``) a key whose owner changes is served by its new
+owner: a write there first copies the key's row from the old owner unless the new owner has
+one (so versions continue their lineage, and a conditional write sees the key's real state);
+a read that finds no row at all on the new owner reads the old one. Both go to primaries, since
+a replica's "no row" might only mean "not replayed yet".
 """
 
 import asyncio
@@ -19,7 +25,7 @@ from kvstore.backends.base import Node, Row
 from kvstore.conditions import Precondition
 from kvstore.errors import PreconditionFailed, ShardError, ShardTimeout, ShardUnavailable
 from kvstore.positions import decode_read_after, encode_read_after
-from kvstore.router import Router
+from kvstore.router import Route, Router
 from kvstore.shard import Shard
 
 T = TypeVar("T")
@@ -41,7 +47,10 @@ class KeyValueStore:
         """Read a key from a replica in rotation, or the primary when ``strong``, when there is no
         such replica, or when the replica has not replayed ``read_after`` yet. A read whose connection
         broke is retried once (it is idempotent)."""
-        shard = self.router.shard_for(key)
+        route = self.router.route(key)
+        shard = route.owner
+        if route.fallback is not None:
+            return await self._run(shard, "get", False, lambda: _read_moving(route, key))
         position = None
         if read_after is not None:
             token_shard, position = decode_read_after(read_after)
@@ -57,9 +66,11 @@ class KeyValueStore:
         return await self._run(shard, "get", False, read)
 
     async def put(self, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition) -> WriteResult:
-        shard = self.router.shard_for(key)
+        route = self._write_route(key)
+        shard = route.owner
 
         async def write() -> WriteResult:
+            await _pull(route, key)
             row, created = await _put(shard.writer(), key, value, ttl_ms, precondition)
             return WriteResult(row, created, await _read_after(shard))
 
@@ -67,9 +78,11 @@ class KeyValueStore:
 
     async def touch(self, key: str, ttl_ms: int | None, precondition: Precondition) -> WriteResult | None:
         """Change the expiry; None when the key is not live (and the request was unconditional)."""
-        shard = self.router.shard_for(key)
+        route = self._write_route(key)
+        shard = route.owner
 
         async def write() -> WriteResult | None:
+            await _pull(route, key)
             row = await shard.writer().touch(key, ttl_ms, precondition.if_version)
             return None if row is None else WriteResult(row, read_after=await _read_after(shard))
 
@@ -80,9 +93,11 @@ class KeyValueStore:
 
     async def delete(self, key: str, precondition: Precondition) -> WriteResult | None:
         """Soft-delete; None when the key is not live (and the request was unconditional)."""
-        shard = self.router.shard_for(key)
+        route = self._write_route(key)
+        shard = route.owner
 
         async def write() -> WriteResult | None:
+            await _pull(route, key)
             deleted = await shard.writer().soft_delete(key, precondition.if_version)
             return WriteResult(None, read_after=await _read_after(shard)) if deleted else None
 
@@ -90,6 +105,12 @@ class KeyValueStore:
         if result is None and precondition.is_conditional:
             raise PreconditionFailed("the key's current version does not match If-Match")
         return result
+
+    def _write_route(self, key: str) -> Route:
+        route = self.router.route(key)
+        if not route.writable:
+            raise ShardUnavailable(route.owner.name, "the key is moving back to its previous shard (reshard abort)")
+        return route
 
     async def _run(self, shard: Shard, op: str, write: bool, call: Callable[[], Awaitable[T]]) -> T:
         started = time.perf_counter()
@@ -112,6 +133,25 @@ async def _read_after(shard: Shard) -> str | None:
     if shard.replicas is None:
         return None
     return encode_read_after(shard.name, await shard.primary.replication_position())
+
+
+async def _pull(route: Route, key: str) -> None:
+    """Copy ``key``'s live row from the shard it is moving from, unless its new owner has a row."""
+    if route.fallback is None:
+        return
+    rows = [row for row in await route.fallback.primary.fetch_rows([key]) if row.live]
+    if rows:
+        await route.owner.primary.import_rows(rows, overwrite=False)
+
+
+async def _read_moving(route: Route, key: str) -> Row | None:
+    """A moving key's row: the new owner's, whatever its state, else the old owner's."""
+    assert route.fallback is not None
+    found = await route.owner.primary.fetch_rows([key])
+    if found:
+        row = found[0]
+        return Row.from_columns(row.ttl, row.version, row.value) if row.live else None
+    return await route.fallback.primary.get(key)
 
 
 async def _put(node: Node, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition) -> tuple[Row, bool]:

@@ -34,6 +34,7 @@ Where we differ, and why:
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvstore import metrics
@@ -59,13 +60,23 @@ class CycleResult:
         return self.dead / self.sampled if self.sampled else 0.0
 
 
-async def sweep_cycle(node: Node, settings: SweeperSettings, budget_s: float | None) -> CycleResult:
-    """Sample and purge until a sample comes back clean enough or ``budget_s`` is spent."""
+def _any_key(key: str) -> bool:
+    return True
+
+
+async def sweep_cycle(
+    node: Node, settings: SweeperSettings, budget_s: float | None, may_purge: Callable[[str], bool] = _any_key
+) -> CycleResult:
+    """Sample and purge until a sample comes back clean enough or ``budget_s`` is spent.
+
+    ``may_purge`` guards rows a migration still needs (``Router.may_purge``); they count as
+    live here, so that a shard full of them does not keep the cycle busy.
+    """
     result = CycleResult()
     started = time.monotonic()
     while True:
         sample = await node.sample_expiring(settings.keys_per_sample)
-        dead = [key for key, is_dead in sample if is_dead]
+        dead = [key for key, is_dead in sample if is_dead and may_purge(key)]
         deleted = await node.purge(dead)
         result.sampled += len(sample)
         result.dead += len(dead)
@@ -80,10 +91,13 @@ async def sweep_cycle(node: Node, settings: SweeperSettings, budget_s: float | N
 class ShardSweeper:
     """Runs sweep cycles on one shard's primary while holding that shard's sweeper lock."""
 
-    def __init__(self, shard: str, node: Node, settings: SweeperSettings) -> None:
+    def __init__(
+        self, shard: str, node: Node, settings: SweeperSettings, may_purge: Callable[[str], bool] = _any_key
+    ) -> None:
         self.shard = shard
         self.node = node
         self.settings = settings
+        self.may_purge = may_purge
         self.stale_estimate = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -118,7 +132,7 @@ class ShardSweeper:
             # The budget is checked between batches; this deadline bounds a batch stuck on a busy
             # pool or database, so that the sweeper (and shutdown, which waits for it) never hangs.
             async with asyncio.timeout(budget_s + _BATCH_DEADLINE_S):
-                result = await sweep_cycle(self.node, self.settings, budget_s)
+                result = await sweep_cycle(self.node, self.settings, budget_s, self.may_purge)
         except ShardError as error:
             log.warning("sweep cycle failed", extra={"shard": self.shard, "error": error.detail})
             return

@@ -16,7 +16,7 @@ from typing import TypeVar
 from kvstore.errors import ShardError, ShardUnavailable, WriteOutcomeUnknown, describe
 
 E = TypeVar("E", bound=ShardError)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the kvstore_state table (ring record, copier cursors)
 PERSISTENT_TTL = 2**63 - 1  # max BIGINT: "never expires", so `ttl > now` selects every live row
 SOFT_DELETED_TTL = -1
 
@@ -32,6 +32,21 @@ class Row:
     @classmethod
     def from_columns(cls, ttl: int, version: int, value: bytes | None = None) -> "Row":
         return cls(version=version, expires_at_ms=None if ttl == PERSISTENT_TTL else ttl, value=value)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """A row as stored, whatever its state: what resharding moves between nodes unchanged.
+
+    ``ttl`` is the raw column (absolute expiry, PERSISTENT_TTL, or SOFT_DELETED_TTL); ``live``
+    is the database's own verdict (``ttl > now`` on its clock) at the time of reading.
+    """
+
+    key: str
+    value: bytes
+    ttl: int
+    version: int
+    live: bool
 
 
 class Node(ABC):
@@ -117,6 +132,32 @@ class Node(ABC):
     @abstractmethod
     async def scan_keys(self, after: str, limit: int) -> list[str]:
         """Up to ``limit`` keys greater than ``after`` in key order (batched full scans)."""
+
+    @abstractmethod
+    async def fetch_rows(self, keys: Sequence[str]) -> list[StoredRow]:
+        """The rows of those ``keys`` that exist, live or dead (a tombstone is an answer too)."""
+
+    @abstractmethod
+    async def scan_rows(self, after: str, limit: int) -> list[StoredRow]:
+        """Up to ``limit`` live rows with keys greater than ``after``, in key order."""
+
+    @abstractmethod
+    async def import_rows(self, rows: Sequence[StoredRow], *, overwrite: bool) -> int:
+        """Write rows with their own ``ttl`` and ``version``; where a key already has a row, keep
+        it (``overwrite=False``: returns how many were new) or replace it (returns ``len(rows)``)."""
+
+    @abstractmethod
+    async def remove(self, keys: Sequence[str]) -> int:
+        """Hard-delete these keys' rows whatever their state (resharding's cleanup)."""
+
+    @abstractmethod
+    async def read_state(self, name: str) -> tuple[int, str] | None:
+        """A ``kvstore_state`` entry: ``(epoch, value)``, or None where there is none."""
+
+    @abstractmethod
+    async def write_state(self, name: str, value: str, epoch: int, expected_epoch: int | None) -> bool:
+        """Compare-and-set a ``kvstore_state`` entry: create it (``expected_epoch=None``) or replace
+        the one at ``expected_epoch``. False when the entry was not in the expected state."""
 
     @abstractmethod
     async def table_stats(self) -> "TableStats":

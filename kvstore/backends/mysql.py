@@ -33,6 +33,9 @@ DIALECT = Dialect(
     now_us="CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)",
     greatest="GREATEST",
     placeholder="%s",
+    keep_on_conflict="ON DUPLICATE KEY UPDATE {column} = {column}",  # INSERT IGNORE would hide real errors
+    replace_on_conflict="ON DUPLICATE KEY UPDATE value = VALUES(value), ttl = VALUES(ttl),"
+    " version = VALUES(version), sweep_slot = VALUES(sweep_slot)",
     replication_position="SELECT @@gtid_binlog_pos",
     has_replayed="SELECT MASTER_GTID_WAIT(?, 0) = 0",
     replica_state="SELECT MASTER_GTID_WAIT(?, 0) = 0",  # + SHOW SLAVE STATUS, in MySQLNode.replica_state
@@ -45,6 +48,8 @@ DIALECT = Dialect(
         " INDEX store_sweep_slot (sweep_slot)) ENGINE=InnoDB",
         "CREATE TABLE IF NOT EXISTS kvstore_meta (name VARCHAR(64) NOT NULL PRIMARY KEY,"
         " value VARCHAR(255) NOT NULL) ENGINE=InnoDB",
+        "CREATE TABLE IF NOT EXISTS kvstore_state (name VARCHAR(64) NOT NULL PRIMARY KEY,"
+        " epoch BIGINT NOT NULL, value MEDIUMTEXT NOT NULL) ENGINE=InnoDB",
     ),
     indexes=(),  # MySQL has no partial indexes and no CREATE INDEX IF NOT EXISTS: it is in the table
     claim_schema_version="INSERT INTO kvstore_meta (name, value) VALUES ('schema_version', %s)"
@@ -198,8 +203,8 @@ class MySQLNode(SqlNode):
         async with self._cursor(write=False, background=background) as cursor:
             await cursor.execute(sql, params)
             rows = await cursor.fetchall()
-        # Keys are VARBINARY: they come back as bytes.
-        return [tuple(cell.decode() if isinstance(cell, bytes) else cell for cell in row) for row in rows]
+        # Keys (always the first column) are VARBINARY: they come back as bytes; values stay bytes.
+        return [(row[0].decode(), *row[1:]) if isinstance(row[0], bytes) else tuple(row) for row in rows]
 
     async def replica_state(self, primary_position: str) -> ReplicaState:
         """Caught up by GTID, and Seconds_Behind_Master, which only SHOW SLAVE STATUS tells."""

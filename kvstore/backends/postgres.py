@@ -41,6 +41,8 @@ DIALECT = Dialect(
         'CREATE TABLE IF NOT EXISTS store (key VARCHAR(255) COLLATE "C" PRIMARY KEY,'
         " value BYTEA NOT NULL, ttl BIGINT NOT NULL, version BIGINT NOT NULL, sweep_slot BIGINT)",
         "CREATE TABLE IF NOT EXISTS kvstore_meta (name VARCHAR(64) PRIMARY KEY, value VARCHAR(255) NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS kvstore_state (name VARCHAR(64) PRIMARY KEY, epoch BIGINT NOT NULL,"
+        " value TEXT NOT NULL)",
     ),
     # Partial: persistent rows (no slot) cost the index nothing.
     indexes=("CREATE INDEX IF NOT EXISTS store_sweep_slot ON store (sweep_slot) WHERE sweep_slot IS NOT NULL",),

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, Node, ReplicaState, Row, TableStats
+from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, Node, ReplicaState, Row, StoredRow, TableStats
 from kvstore.errors import SchemaError, ShardError, ShardTimeout
 
 Params = Sequence[Any]
@@ -53,6 +53,12 @@ class Dialect:
     schema: tuple[str, ...]  # tables, created before their columns are checked
     indexes: tuple[str, ...]  # created once the tables are known to be ours
     claim_schema_version: str
+    # Insert-or-keep and insert-or-replace, as a suffix of INSERT for a conflict on ``{column}``.
+    keep_on_conflict: str = "ON CONFLICT ({column}) DO NOTHING"
+    replace_on_conflict: str = (
+        "ON CONFLICT ({column}) DO UPDATE SET value = excluded.value, ttl = excluded.ttl,"
+        " version = excluded.version, sweep_slot = excluded.sweep_slot"
+    )
     placeholder: str = "?"  # "?", "%s", or "$" for PostgreSQL's numbered $1, $2, ...
     integer_param: str = "?"  # a parameter whose type the engine cannot infer from its context
 
@@ -90,6 +96,14 @@ SAMPLE = "SELECT {key}, ttl <= {now_ms} FROM store WHERE sweep_slot >= ? ORDER B
 PURGE = "DELETE FROM store WHERE {key} IN ({keys}) AND ttl <= {now_ms}"
 SCAN_KEYS = "SELECT {key} FROM store WHERE {key} > ? ORDER BY {key} LIMIT ?"
 READ_SCHEMA_VERSION = "SELECT value FROM kvstore_meta WHERE name = 'schema_version'"
+UPGRADE_SCHEMA_VERSION = "UPDATE kvstore_meta SET value = ? WHERE name = 'schema_version' AND value = ?"
+FETCH_ROWS = "SELECT {key}, value, ttl, version, ttl > {now_ms} FROM store WHERE {key} IN ({keys})"
+SCAN_ROWS = "SELECT {key}, value, ttl, version, 1 FROM store WHERE {key} > ? AND ttl > {now_ms} ORDER BY {key} LIMIT ?"
+IMPORT_ROWS = "INSERT INTO store ({key}, value, ttl, version, sweep_slot) VALUES {rows} {conflict}"
+REMOVE = "DELETE FROM store WHERE {key} IN ({keys})"
+READ_STATE = "SELECT epoch, value FROM kvstore_state WHERE name = ?"
+CREATE_STATE = "INSERT INTO kvstore_state (name, epoch, value) VALUES (?, ?, ?) {conflict}"
+UPDATE_STATE = "UPDATE kvstore_state SET epoch = ?, value = ? WHERE name = ? AND epoch = ?"
 VERSION_CHECK = " AND version = ?"
 
 
@@ -145,6 +159,11 @@ class Statements:
     replica_state: str
     sample: str
     scan_keys: str
+    scan_rows: str
+    read_state: str
+    create_state: str
+    update_state: str
+    upgrade_schema_version: str
     table_stats: str
 
     @classmethod
@@ -172,6 +191,11 @@ class Statements:
             replica_state=dialect.render(dialect.replica_state),
             sample=dialect.render(SAMPLE),
             scan_keys=dialect.render(SCAN_KEYS),
+            scan_rows=dialect.render(SCAN_ROWS),
+            read_state=dialect.render(READ_STATE),
+            create_state=dialect.render(CREATE_STATE, conflict=dialect.keep_on_conflict.format(column="name")),
+            update_state=dialect.render(UPDATE_STATE),
+            upgrade_schema_version=dialect.render(UPGRADE_SCHEMA_VERSION),
             table_stats=dialect.table_stats,
         )
 
@@ -258,10 +282,52 @@ class SqlNode(Node):
     async def purge(self, keys: Sequence[str]) -> int:
         if not keys:
             return 0
-        return await self._write(_purge_statement(self.dialect, len(keys)), tuple(keys), background=True)
+        return await self._write(_keyed_statement(self.dialect, PURGE, len(keys)), tuple(keys), background=True)
 
     async def scan_keys(self, after: str, limit: int) -> list[str]:
         return [row[0] for row in await self._fetch_all(self.statements.scan_keys, (after, limit), background=True)]
+
+    async def fetch_rows(self, keys: Sequence[str]) -> list[StoredRow]:
+        if not keys:
+            return []
+        rows = await self._fetch_all(_keyed_statement(self.dialect, FETCH_ROWS, len(keys)), tuple(keys))
+        return [_stored_row(row) for row in rows]
+
+    async def scan_rows(self, after: str, limit: int) -> list[StoredRow]:
+        rows = await self._fetch_all(self.statements.scan_rows, (after, limit), background=True)
+        return [_stored_row(row) for row in rows]
+
+    async def import_rows(self, rows: Sequence[StoredRow], *, overwrite: bool) -> int:
+        if not rows:
+            return 0
+        params = [
+            cell
+            for row in rows
+            for cell in (
+                row.key,
+                row.value,
+                row.ttl,
+                row.version,
+                None if row.ttl == PERSISTENT_TTL else _random_slot(),
+            )
+        ]
+        written = await self._write(_import_statement(self.dialect, len(rows), overwrite), params)
+        # Engines count an overwritten row differently (MySQL: 2); an insert counts 1 everywhere.
+        return len(rows) if overwrite else written
+
+    async def remove(self, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        return await self._write(_keyed_statement(self.dialect, REMOVE, len(keys)), tuple(keys), background=True)
+
+    async def read_state(self, name: str) -> tuple[int, str] | None:
+        row = await self._fetch_one(self.statements.read_state, (name,))
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    async def write_state(self, name: str, value: str, epoch: int, expected_epoch: int | None) -> bool:
+        if expected_epoch is None:
+            return await self._write(self.statements.create_state, (name, epoch, value)) > 0
+        return await self._write(self.statements.update_state, (epoch, value, name, expected_epoch)) > 0
 
     async def table_stats(self) -> TableStats:
         try:
@@ -309,13 +375,19 @@ class SqlNode(Node):
             raise SchemaError(f"{self.label}: table 'store' exists but was not created by kvstore ({error})") from None
         await self._run_ddl(self.dialect.indexes)
         await self._write(self.dialect.claim_schema_version, (str(SCHEMA_VERSION),))
-        row = await self._fetch_one(self.statements.read_schema_version, ())
-        found = int(row[0]) if row is not None and str(row[0]).isdigit() else None
+        found = await self._schema_version()
+        if found is not None and found < SCHEMA_VERSION:  # every step so far only added tables, created above
+            await self._write(self.statements.upgrade_schema_version, (str(SCHEMA_VERSION), str(found)))
+            found = await self._schema_version()
         if found != SCHEMA_VERSION:
             advice = "upgrade kvstore" if (found or 0) > SCHEMA_VERSION else "check the kvstore_meta table"
             raise SchemaError(
                 f"{self.label}: schema version {found} found, this kvstore serves version {SCHEMA_VERSION}; " + advice
             )
+
+    async def _schema_version(self) -> int | None:
+        row = await self._fetch_one(self.statements.read_schema_version, ())
+        return int(row[0]) if row is not None and str(row[0]).isdigit() else None
 
     async def _run_ddl(self, statements: Sequence[str]) -> None:
         # Several front ends may start at once; concurrent CREATE ... IF NOT EXISTS can still
@@ -337,9 +409,27 @@ class SqlNode(Node):
         return None if row is None else Row.from_columns(int(row[0]), int(row[1]))
 
 
+@functools.lru_cache(maxsize=256)
+def _keyed_statement(dialect: Dialect, template: str, count: int) -> str:
+    """``template`` with its ``{keys}`` list sized for ``count`` keys (cached: batches repeat sizes)."""
+    return dialect.render(template, keys=", ".join("?" * count))
+
+
 @functools.lru_cache(maxsize=128)
-def _purge_statement(dialect: Dialect, count: int) -> str:
-    return dialect.render(PURGE, keys=", ".join("?" * count))
+def _import_statement(dialect: Dialect, count: int, overwrite: bool) -> str:
+    conflict = dialect.replace_on_conflict if overwrite else dialect.keep_on_conflict
+    rows = ", ".join(["(?, ?, ?, ?, ?)"] * count)
+    return dialect.render(IMPORT_ROWS, rows=rows, conflict=conflict.format(column=dialect.key_column))
+
+
+def _stored_slot(ttl: int) -> int | None:
+    """A sweep slot for a moved row: every row but a persistent one needs one (dead ones included)."""
+    return None if ttl == PERSISTENT_TTL else _random_slot()
+
+
+def _stored_row(row: tuple[Any, ...]) -> StoredRow:
+    key, value, ttl, version, live = row
+    return StoredRow(key=key, value=bytes(value), ttl=int(ttl), version=int(version), live=bool(live))
 
 
 SLOT_SPACE = 1 << 62

@@ -37,6 +37,8 @@ DIALECT = Dialect(
         "CREATE TABLE IF NOT EXISTS store (key VARCHAR(255) NOT NULL PRIMARY KEY,"
         " value BLOB NOT NULL, ttl INTEGER NOT NULL, version INTEGER NOT NULL, sweep_slot INTEGER)",
         "CREATE TABLE IF NOT EXISTS kvstore_meta (name VARCHAR(64) PRIMARY KEY, value VARCHAR(255) NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS kvstore_state (name VARCHAR(64) PRIMARY KEY, epoch INTEGER NOT NULL,"
+        " value TEXT NOT NULL)",
     ),
     indexes=("CREATE INDEX IF NOT EXISTS store_sweep_slot ON store (sweep_slot) WHERE sweep_slot IS NOT NULL",),
     claim_schema_version="INSERT INTO kvstore_meta (name, value) VALUES ('schema_version', ?)"

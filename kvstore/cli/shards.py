@@ -37,7 +37,7 @@ def init(config_file: str | None) -> None:
 
 
 async def _init_all(settings: Settings) -> int:
-    router = Router.from_settings(settings)
+    router = Router(settings)
     try:
         outcomes = await router.init_schemas()
     finally:
@@ -165,7 +165,7 @@ def status(config_file: str | None, as_json: bool) -> None:
 
 
 async def _status_all(settings: Settings) -> list[ShardStatus]:
-    router = Router.from_settings(settings)
+    router = Router(settings)
     shares = settings.ring().shares()
     try:
         return list(

@@ -8,6 +8,7 @@ import click
 from kvstore.cli.options import config_option, settings_or_exit
 from kvstore.config import Settings
 from kvstore.errors import KvError
+from kvstore.reshard.state import Phase
 from kvstore.router import Router
 from kvstore.shard import Shard
 from kvstore.sweeper import FullSweepProgress, full_sweep, sweep_cycle
@@ -42,9 +43,15 @@ def sweep(config_file: str | None, shard_names: tuple[str, ...], full: bool, bat
 
 
 async def _sweep_all(settings: Settings, only: set[str], full: bool, batch_size: int) -> int:
-    router = Router.from_settings(settings)
+    router = Router(settings)
     failures = 0
     try:
+        await router.refresh()
+        if router.topology.phase is not Phase.STABLE:
+            raise click.ClickException(
+                f"a migration is in progress (phase {router.topology.phase}); the running servers' sweepers know which"
+                " rows it still needs: sweep by hand after `kvstore reshard cleanup`"
+            )
         for shard in router.shards.values():
             if only and shard.name not in only:
                 continue

@@ -226,7 +226,7 @@ class LocalCluster:
 
     async def _create_schema(self, progress: Progress) -> None:
         """Create kvstore's tables on each primary, as ``kvstore shards init`` does; replicas get them replicated."""
-        router = Router.from_settings(self.settings())
+        router = Router(self.settings())
         try:
             outcomes = await router.init_schemas()
         finally:

@@ -75,7 +75,7 @@ async def publish_pool_gauges(router: Router) -> None:
 
 def create_app(settings: Settings) -> ASGIApp:
     server = settings.server
-    router = Router.from_settings(settings)
+    router = Router(settings)
     store = KeyValueStore(router, server.request_timeout_s)
     lifecycle = Lifecycle()
     openapi_body = orjson.dumps(openapi_document(server.max_value_bytes))
@@ -94,15 +94,29 @@ def create_app(settings: Settings) -> ASGIApp:
             raise failures[0]
         lifecycle.tasks.append(asyncio.create_task(publish_pool_gauges(router)))
         stop = lifecycle.background_stop
-        for shard in router.shards.values():
+
+        async def start_background(shard: Shard) -> None:
+            """The shard's sweeper and replica probe: for every shard the router knows, also later ones."""
             if settings.sweeper.enabled:
-                sweeper = ShardSweeper(shard.name, shard.writer(), settings.sweeper)
+                sweeper = ShardSweeper(shard.name, shard.writer(), settings.sweeper, router.may_purge(shard.name))
                 lifecycle.background.append(asyncio.create_task(sweeper.run(stop)))
             if shard.replicas is not None:
                 probe = shard.replicas.run(stop, server.replica_probe_interval_s)
                 lifecycle.background.append(asyncio.create_task(probe))
+
+        try:
+            await router.refresh()  # a ring record on the shards overrides the config's ring
+        except KvError:
+            await router.close(server.graceful_shutdown_s)
+            raise
+        for shard in list(router.shards.values()):
+            await start_background(shard)
+        lifecycle.background.append(asyncio.create_task(router.watch(stop, start_background)))
         lifecycle.ready = True
-        log.info("serving", extra={"shards": sorted(router.shards), "auth": bool(settings.tokens)})
+        log.info(
+            "serving",
+            extra={"shards": sorted(router.shards), "ring_epoch": router.topology.epoch, "auth": bool(settings.tokens)},
+        )
         if not settings.tokens and not _is_loopback(server.host):
             log.warning(
                 "NO ACCESS CONTROL: listening on %s without auth.tokens; anyone who can reach it can read and "

@@ -1,0 +1,318 @@
+"""Online resharding, one step at a time: start, copy, cutover, cleanup (or abort), and status.
+
+Each step checks the migration's phase in the ring record, does its work, and publishes the
+next record to every shard of both rings (compare-and-set on the epoch, so two admins cannot
+interleave steps). Why it loses no write:
+
+1. ``start`` publishes ``copying``. Front ends follow within ``ring_poll_interval_s``, and one
+   that cannot confirm the ring for ``ring_lease_s`` stops routing. Nothing is copied until
+   :func:`settle_s` has passed since: by then every front end writes moving keys to their new
+   owner, and requests routed by the old ring have met their deadline.
+2. The copier inserts each moving row on its new owner *unless the key already has a row
+   there*: any such row was written after step 1 (or is a tombstone) and is newer.
+3. ``cutover`` requires every source shard to be copied and ``verify`` to be clean, then makes
+   the new ring the only one (``switched``); ``cleanup`` deletes moved rows from their old
+   owners and publishes ``stable``.
+
+``abort`` (before cutover) publishes ``aborting`` (writes to moving keys get 503 for a moment),
+waits the same settle time, copies the moved keys' rows, tombstones included, back over the old
+owners' rows, and returns to the old ring.
+"""
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import orjson
+
+from kvstore.backends.base import StoredRow
+from kvstore.config import ServerSettings, Settings
+from kvstore.errors import KvError, ReshardError, ShardError
+from kvstore.reshard.state import RECORD_NAME, Phase, RingRecord, poll_records, ring_layout
+from kvstore.ring import HashRing
+from kvstore.shard import Shard
+
+DEFAULT_BATCH = 500
+CopyProgress = Callable[[str, int, int], None]  # (source shard, rows scanned, rows copied) per batch
+
+
+def settle_s(server: ServerSettings) -> float:
+    """How long after publishing a phase every front end is known to follow it, or to have stopped.
+
+    A front end re-reads the record every poll interval and refuses to route once its lease has
+    run out; a request it routed just before then finishes within the request deadline.
+    """
+    return server.ring_lease_s + server.ring_poll_interval_s + server.request_timeout_s + 1.0
+
+
+def initial_record(settings: Settings) -> RingRecord:
+    """The record implied by a config when the shards hold none yet (epoch 0, never published)."""
+    return RingRecord(0, Phase.STABLE, settings.shard_specs, settings.vnodes_per_weight)
+
+
+async def latest_record(shards: Mapping[str, Shard], settings: Settings) -> RingRecord:
+    """The newest record on any of ``shards``; every shard must answer (admin steps need them all)."""
+    poll = await poll_records({name: shard.primary for name, shard in shards.items()})
+    if poll.failed:
+        name, detail = next(iter(poll.failed.items()))
+        raise ShardError(name, f"cannot read the ring record: {detail}")
+    return poll.latest or initial_record(settings)
+
+
+async def publish(shards: Mapping[str, Shard], record: RingRecord, current: RingRecord) -> None:
+    """Write ``record`` to every shard of both rings, replacing ``current`` (compare-and-set).
+
+    A shard that already holds ``record`` counts as done, so a step interrupted half-way can be
+    run again. Shards are written one by one; front ends follow the highest epoch they see.
+    """
+    text = record.encode()
+    for name in dict.fromkeys([*record.shard_names(), *current.shard_names()]):
+        node = shards[name].primary
+        found = await node.read_state(RECORD_NAME)
+        if found is not None and found[0] == record.epoch and found[1] == text:
+            continue
+        if found is not None and found[0] != current.epoch:
+            raise ReshardError(
+                f"shard {name} holds ring epoch {found[0]}, not {current.epoch}: the ring changed under this"
+                " command (another admin?); see `kvstore reshard status`"
+            )
+        expected = None if found is None else found[0]
+        if not await node.write_state(RECORD_NAME, text, record.epoch, expected):
+            raise ReshardError(f"shard {name}: the ring record changed while it was being written; try again")
+
+
+def _next(record: RingRecord, phase: Phase, **changes: object) -> RingRecord:
+    return replace(record, epoch=record.epoch + 1, phase=phase, changed_at=time.time(), **changes)  # type: ignore[arg-type]
+
+
+def _expect(record: RingRecord, *phases: Phase, action: str) -> None:
+    if record.phase not in phases:
+        wanted = " or ".join(phase.value for phase in phases)
+        raise ReshardError(f"cannot {action}: the migration is {record.phase.value}, not {wanted}")
+
+
+async def start(shards: Mapping[str, Shard], settings: Settings, target: Settings) -> RingRecord:
+    """Publish ``copying`` from the current ring to ``target``'s; the target shards get the schema."""
+    current = await latest_record(shards, settings)
+    if current.phase is not Phase.STABLE:
+        raise ReshardError(f"a migration is already {current.phase.value}; finish it or `kvstore reshard abort`")
+    if ring_layout(current.shards) == ring_layout(target.shard_specs):
+        raise ReshardError("the target ring is the current ring: nothing would move")
+    if target.vnodes_per_weight != current.vnodes_per_weight:
+        raise ReshardError("changing ring.vnodes_per_weight would move most keys; keep it as it is")
+    for spec in target.shard_specs:
+        await shards[str(spec["name"])].primary.ensure_schema()
+    migration = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-e{current.epoch + 1}"
+    record = _next(current, Phase.COPYING, shards=target.shard_specs, previous=current.shards, migration=migration)
+    await publish(shards, record, current)
+    return record
+
+
+async def wait_settled(record: RingRecord, server: ServerSettings) -> None:
+    """Sleep until every front end follows ``record`` (see :func:`settle_s`)."""
+    remaining = record.changed_at + settle_s(server) - time.time()
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+
+
+@dataclass
+class CopyCursor:
+    """Where the copier stands on one source shard; kept on that shard, so a rerun continues."""
+
+    after: str = ""
+    scanned: int = 0
+    copied: int = 0
+    done: bool = False
+    started_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    def encode(self) -> str:
+        return orjson.dumps(self.__dict__).decode()
+
+    @classmethod
+    def decode(cls, text: str) -> "CopyCursor":
+        return cls(**orjson.loads(text))
+
+
+def cursor_name(record: RingRecord) -> str:
+    return f"copy:{record.migration}"
+
+
+async def read_cursor(shard: Shard, record: RingRecord) -> tuple[int, CopyCursor] | None:
+    found = await shard.primary.read_state(cursor_name(record))
+    return None if found is None else (found[0], CopyCursor.decode(found[1]))
+
+
+async def copy(
+    shards: Mapping[str, Shard], record: RingRecord, settings: Settings, batch: int, progress: CopyProgress
+) -> None:
+    """Copy every moving row to its new owner, source shard after source shard, in key order."""
+    _expect(record, Phase.COPYING, action="copy")
+    await wait_settled(record, settings.server)
+    ring, previous = _rings(record)
+    for source in previous.names:
+        await _copy_source(shards, source, record, ring, batch, progress)
+
+
+async def _copy_source(
+    shards: Mapping[str, Shard], source: str, record: RingRecord, ring: HashRing, batch: int, progress: CopyProgress
+) -> None:
+    node = shards[source].primary
+    found = await read_cursor(shards[source], record)
+    epoch, cursor = found if found is not None else (0, CopyCursor())
+    if found is None and not await node.write_state(cursor_name(record), cursor.encode(), 0, None):
+        raise ReshardError(f"shard {source}: another copier started at the same time")
+    while not cursor.done:
+        rows = await node.scan_rows(cursor.after, batch)
+        copied = 0
+        for target, moving in _by_new_owner(rows, source, ring).items():
+            copied += await shards[target].primary.import_rows(moving, overwrite=False)
+        cursor.scanned += len(rows)
+        cursor.copied += copied
+        cursor.after = rows[-1].key if rows else cursor.after
+        cursor.done = not rows
+        cursor.updated_at = time.time()
+        if not await node.write_state(cursor_name(record), cursor.encode(), epoch + 1, epoch):
+            raise ReshardError(f"shard {source}: another copier is working on it; let one of them finish")
+        epoch += 1
+        progress(source, len(rows), copied)
+
+
+def _by_new_owner(rows: Iterable[StoredRow], source: str, ring: HashRing) -> dict[str, list[StoredRow]]:
+    moving: dict[str, list[StoredRow]] = defaultdict(list)
+    for row in rows:
+        owner = ring.owner(row.key)
+        if owner != source:
+            moving[owner].append(row)
+    return moving
+
+
+async def copy_finished(shards: Mapping[str, Shard], record: RingRecord) -> list[str]:
+    """The source shards the copier has not finished (empty when the copy is complete)."""
+    _, previous = _rings(record)
+    unfinished = []
+    for source in previous.names:
+        found = await read_cursor(shards[source], record)
+        if found is None or not found[1].done:
+            unfinished.append(source)
+    return unfinished
+
+
+async def cutover(shards: Mapping[str, Shard], record: RingRecord, verified_clean: bool) -> RingRecord:
+    """Make the target ring the only ring; only after a complete copy and a clean verify."""
+    _expect(record, Phase.COPYING, action="cut over")
+    unfinished = await copy_finished(shards, record)
+    if unfinished:
+        raise ReshardError(f"the copy is not finished on {', '.join(unfinished)}: run `kvstore reshard copy`")
+    if not verified_clean:
+        raise ReshardError("`kvstore verify` is not clean; fix what it reports before the cutover")
+    switched = _next(record, Phase.SWITCHED)
+    await publish(shards, switched, record)
+    return switched
+
+
+async def cleanup(shards: Mapping[str, Shard], record: RingRecord, batch: int, progress: CopyProgress) -> RingRecord:
+    """Delete moved rows from their old owners, batch by batch, then publish ``stable``."""
+    _expect(record, Phase.SWITCHED, action="clean up")
+    ring, previous = _rings(record)
+    for source in previous.names:
+        node = shards[source].primary
+        after = ""
+        while keys := await node.scan_keys(after, batch):
+            moved = [key for key in keys if ring.owner(key) != source]
+            removed = await node.remove(moved)
+            after = keys[-1]
+            progress(source, len(keys), removed)
+    stable = _next(record, Phase.STABLE, previous=None, migration=None)
+    await publish(shards, stable, record)
+    return stable
+
+
+async def abort(
+    shards: Mapping[str, Shard], record: RingRecord, settings: Settings, batch: int, progress: CopyProgress
+) -> RingRecord:
+    """Return to the previous ring with every write made during the migration."""
+    _expect(record, Phase.COPYING, Phase.ABORTING, action="abort")
+    if record.phase is Phase.COPYING:
+        aborting = _next(record, Phase.ABORTING)
+        await publish(shards, aborting, record)
+        record = aborting
+    await wait_settled(record, settings.server)
+    ring, previous = _rings(record)
+    for target in ring.names:
+        await _copy_back(shards, target, previous, batch, progress)
+    assert record.previous is not None
+    stable = _next(record, Phase.STABLE, shards=record.previous, previous=None, migration=None)
+    await publish(shards, stable, record)
+    return stable
+
+
+async def _copy_back(
+    shards: Mapping[str, Shard], target: str, previous: HashRing, batch: int, progress: CopyProgress
+) -> None:
+    """Move the rows of keys that moved onto ``target`` back to their previous owners, dead ones too
+    (a tombstone written during the migration must shadow the old owner's copy)."""
+    node = shards[target].primary
+    after = ""
+    while keys := await node.scan_keys(after, batch):
+        after = keys[-1]
+        moved = [key for key in keys if previous.owner(key) != target]
+        rows: dict[str, list[StoredRow]] = defaultdict(list)
+        for row in await node.fetch_rows(moved):
+            rows[previous.owner(row.key)].append(row)
+        for source, back in rows.items():
+            await shards[source].primary.import_rows(back, overwrite=True)
+        await node.remove(moved)
+        progress(target, len(keys), len(moved))
+
+
+def _rings(record: RingRecord) -> tuple[HashRing, HashRing]:
+    previous = record.previous_ring()
+    if previous is None:
+        raise ReshardError("no migration is in progress")
+    return record.ring(), previous
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    shard: str
+    scanned: int
+    copied: int
+    done: bool
+    rows_estimate: int | None  # the source table's size (engine estimate), for the ETA
+    rate_per_s: float | None
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.done:
+            return 0.0
+        if not self.rate_per_s or self.rows_estimate is None:
+            return None
+        return max(self.rows_estimate - self.scanned, 0) / self.rate_per_s
+
+
+async def copy_status(shards: Mapping[str, Shard], record: RingRecord) -> list[SourceStatus]:
+    _, previous = _rings(record)
+    statuses = []
+    for source in previous.names:
+        found = await read_cursor(shards[source], record)
+        cursor = CopyCursor(started_at=0, updated_at=0) if found is None else found[1]
+        elapsed = cursor.updated_at - cursor.started_at
+        try:
+            rows = (await shards[source].primary.table_stats()).rows
+        except KvError:
+            rows = None
+        statuses.append(
+            SourceStatus(
+                shard=source,
+                scanned=cursor.scanned,
+                copied=cursor.copied,
+                done=cursor.done,
+                rows_estimate=rows,
+                rate_per_s=cursor.scanned / elapsed if elapsed > 0 else None,
+            )
+        )
+    return statuses

@@ -1,0 +1,194 @@
+"""The ring record: which ring owns the keys, and where a migration between two rings stands.
+
+Every shard's primary keeps a copy of the record in ``kvstore_state`` (entry ``ring``). The
+admin CLI writes a new record, with the next epoch, to every shard of both rings; front ends
+poll the shards they know and follow the highest epoch any of them reports. So a front end
+started with an old ``shards.yaml`` still learns the current ring from the shards, and a
+migration never depends on every config file being edited in step.
+
+A migration from ring A to ring B goes through these phases (``Placement`` says what each
+means for one key):
+
+- ``stable``: one ring.
+- ``copying``: B owns every key. A key whose owner changes ("moving") is written on its B owner,
+  after its A row, if any, has been copied there; reads try the B owner, then the A owner when
+  the B owner has no row at all (a tombstone on B is an answer: the key was deleted). The copier
+  moves the remaining A rows. Sweepers leave moving keys alone on B, since purging a tombstone
+  there would resurrect the A copy.
+- ``switched``: cutover; B alone serves, A's moved rows await cleanup (sweepers still careful).
+- ``aborting``: writes to moving keys are refused while B's rows of them are copied back to A.
+
+Shard specs travel as written in the config (``${ENV}`` references unexpanded), so a secret kept
+in an environment variable never lands in the record.
+"""
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from kvstore.backends.base import Node
+from kvstore.errors import KvError, ShardError, describe
+from kvstore.ring import HashRing, RingNode
+
+RECORD_NAME = "ring"
+
+
+class Phase(StrEnum):
+    STABLE = "stable"
+    COPYING = "copying"
+    SWITCHED = "switched"
+    ABORTING = "aborting"
+
+
+ShardSpec = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RingRecord:
+    """One epoch of the ring record. ``shards`` is the ring that owns keys (during a migration,
+    the target); ``previous`` the ring being migrated from (None when stable)."""
+
+    epoch: int
+    phase: Phase
+    shards: tuple[ShardSpec, ...]
+    vnodes_per_weight: int
+    previous: tuple[ShardSpec, ...] | None = None
+    migration: str | None = None  # identifies one migration (copier cursors are kept per migration)
+    changed_at: float = 0.0  # when this epoch was published (Unix time): steps wait for front ends from here
+
+    def encode(self) -> str:
+        return orjson.dumps(
+            {
+                "epoch": self.epoch,
+                "phase": self.phase.value,
+                "shards": list(self.shards),
+                "previous": None if self.previous is None else list(self.previous),
+                "vnodes_per_weight": self.vnodes_per_weight,
+                "migration": self.migration,
+                "changed_at": self.changed_at,
+            }
+        ).decode()
+
+    @classmethod
+    def decode(cls, text: str) -> "RingRecord":
+        try:
+            data = orjson.loads(text)
+            previous = data.get("previous")
+            return cls(
+                epoch=int(data["epoch"]),
+                phase=Phase(data["phase"]),
+                shards=tuple(data["shards"]),
+                previous=None if previous is None else tuple(previous),
+                vnodes_per_weight=int(data["vnodes_per_weight"]),
+                migration=data.get("migration"),
+                changed_at=float(data.get("changed_at", 0.0)),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise KvError(f"unreadable ring record: {error}") from None
+
+    def ring(self) -> HashRing:
+        return spec_ring(self.shards, self.vnodes_per_weight)
+
+    def previous_ring(self) -> HashRing | None:
+        return None if self.previous is None else spec_ring(self.previous, self.vnodes_per_weight)
+
+    def shard_names(self) -> list[str]:
+        """Every shard the record names, owners first, each once."""
+        names = [str(spec["name"]) for spec in self.shards]
+        names += [str(spec["name"]) for spec in self.previous or () if spec["name"] not in names]
+        return names
+
+    def spec(self, name: str) -> ShardSpec:
+        for spec in (*self.shards, *(self.previous or ())):
+            if spec["name"] == name:
+                return spec
+        raise KeyError(name)
+
+
+def spec_ring(specs: Sequence[ShardSpec], vnodes_per_weight: int) -> HashRing:
+    return HashRing((RingNode(str(spec["name"]), int(spec.get("weight", 1))) for spec in specs), vnodes_per_weight)
+
+
+def ring_layout(specs: Sequence[ShardSpec]) -> dict[str, int]:
+    """What makes a ring: shard names and weights (DSNs may differ between front ends)."""
+    return {str(spec["name"]): int(spec.get("weight", 1)) for spec in specs}
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where one key's operations go under a topology."""
+
+    owner: str  # the shard that holds the key's current row and takes its writes
+    fallback: str | None = None  # where a row not yet copied may still be: read (and copy) from here
+    writable: bool = True  # False while the key is being moved back by an abort
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A ring record turned into routing decisions (pure: the router applies it)."""
+
+    epoch: int
+    phase: Phase
+    ring: HashRing
+    previous: HashRing | None = None
+    migration: str | None = None
+
+    @classmethod
+    def of(cls, record: RingRecord) -> "Topology":
+        return cls(record.epoch, record.phase, record.ring(), record.previous_ring(), record.migration)
+
+    def place(self, key: str) -> Placement:
+        owner = self.ring.owner(key)
+        if self.previous is None or self.phase in (Phase.STABLE, Phase.SWITCHED):
+            return Placement(owner)
+        source = self.previous.owner(key)
+        if source == owner:
+            return Placement(owner)
+        return Placement(owner, fallback=source, writable=self.phase is not Phase.ABORTING)
+
+    def may_purge(self, shard: str, key: str) -> bool:
+        """Whether a sweeper may hard-delete ``key``'s dead row on ``shard``.
+
+        Not while the key is moving onto that shard: its tombstone or expired row there is newer
+        than the copy on the old owner, which purging it would bring back.
+        """
+        if self.previous is None:
+            return True
+        return not (self.ring.owner(key) == shard and self.previous.owner(key) != shard)
+
+
+async def read_record(node: Node) -> RingRecord | None:
+    found = await node.read_state(RECORD_NAME)
+    return None if found is None else RingRecord.decode(found[1])
+
+
+@dataclass
+class RecordPoll:
+    """The outcome of asking several shards for their ring record."""
+
+    latest: RingRecord | None = None  # the highest epoch any shard reported
+    answered: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # shard -> why it could not answer
+
+
+async def poll_records(nodes: Mapping[str, Node]) -> RecordPoll:
+    """Read the record from every node at once; a shard that cannot answer is noted, not fatal."""
+    names = list(nodes)
+    outcomes = await asyncio.gather(*(read_record(nodes[name]) for name in names), return_exceptions=True)
+    poll = RecordPoll()
+    for name, outcome in zip(names, outcomes, strict=True):
+        if isinstance(outcome, ShardError):
+            poll.failed[name] = outcome.detail
+        elif isinstance(outcome, Exception):  # e.g. a shard whose schema predates kvstore_state
+            poll.failed[name] = f"cannot read the ring record: {describe(outcome)}; run `kvstore shards init`"
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            poll.answered.append(name)
+            if outcome is not None and (poll.latest is None or outcome.epoch > poll.latest.epoch):
+                poll.latest = outcome
+    return poll
