@@ -5,6 +5,7 @@ import click
 from kvstore import __version__
 from kvstore.cli.cluster import cluster
 from kvstore.cli.kv import kv
+from kvstore.cli.reshard import reshard, verify_command
 from kvstore.cli.ring import ring
 from kvstore.cli.serve import serve
 from kvstore.cli.shards import shards
@@ -23,3 +24,5 @@ main.add_command(sweep)
 main.add_command(cluster)
 main.add_command(ring)
 main.add_command(kv)
+main.add_command(reshard)
+main.add_command(verify_command)

@@ -82,10 +82,15 @@ def diff(old_config: str, new_config: str, sample: int | None, as_json: bool) ->
     old_ring, new_ring = settings_or_exit(old_config).ring(), settings_or_exit(new_config).ring()
     ring_diff = RingDiff.between(old_ring, new_ring)
     counted = None if sample is None else sample_diff(old_ring, new_ring, random_keys(sample))
+    show_diff(old_config, new_config, ring_diff, counted, as_json)
+
+
+def show_diff(old: str, new: str, ring_diff: RingDiff, counted: KeySample | None, as_json: bool) -> None:
+    """Print a ring diff (and a key count checking it) as tables, or as JSON."""
     if as_json:
-        click.echo(json.dumps(_diff_document(old_config, new_config, ring_diff, counted), indent=2))
+        click.echo(json.dumps(_diff_document(old, new, ring_diff, counted), indent=2))
         return
-    click.echo(f"{old_config} -> {new_config}")
+    click.echo(f"{old} -> {new}")
     moved = f"moved: {_percent(ring_diff.moved_fraction)} of the key space"
     if counted is not None:
         moved += f"; sample: {counted.moved:,} of {counted.keys:,} random keys ({_percent(counted.moved_fraction)})"

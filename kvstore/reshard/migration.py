@@ -58,7 +58,7 @@ async def latest_record(shards: Mapping[str, Shard], settings: Settings) -> Ring
     poll = await poll_records({name: shard.primary for name, shard in shards.items()})
     if poll.failed:
         name, detail = next(iter(poll.failed.items()))
-        raise ShardError(name, f"cannot read the ring record: {detail}")
+        raise ShardError(name, detail)
     return poll.latest or initial_record(settings)
 
 
@@ -95,7 +95,7 @@ def _expect(record: RingRecord, *phases: Phase, action: str) -> None:
 
 
 async def start(shards: Mapping[str, Shard], settings: Settings, target: Settings) -> RingRecord:
-    """Publish ``copying`` from the current ring to ``target``'s; the target shards get the schema."""
+    """Publish ``copying`` from the current ring to ``target``'s (whose shards must have the schema)."""
     current = await latest_record(shards, settings)
     if current.phase is not Phase.STABLE:
         raise ReshardError(f"a migration is already {current.phase.value}; finish it or `kvstore reshard abort`")
@@ -103,8 +103,6 @@ async def start(shards: Mapping[str, Shard], settings: Settings, target: Setting
         raise ReshardError("the target ring is the current ring: nothing would move")
     if target.vnodes_per_weight != current.vnodes_per_weight:
         raise ReshardError("changing ring.vnodes_per_weight would move most keys; keep it as it is")
-    for spec in target.shard_specs:
-        await shards[str(spec["name"])].primary.ensure_schema()
     migration = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-e{current.epoch + 1}"
     record = _next(current, Phase.COPYING, shards=target.shard_specs, previous=current.shards, migration=migration)
     await publish(shards, record, current)
