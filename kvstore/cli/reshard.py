@@ -143,8 +143,9 @@ def plan(config_file: str | None, target_config: str, as_json: bool) -> None:
 def start(config_file: str | None, target_config: str, as_json: bool) -> None:
     """Record the migration to NEW.yaml's ring on every shard; front ends follow it within a second.
 
-    Creates the schema on new shards. Returns once every front end is known to follow the
-    migration (lease + poll interval + request timeout), so that `copy` may begin.
+    Creates the schema on new shards. Writes to moving keys pause (503 + Retry-After) until
+    every front end is known to follow the migration (lease + poll interval + request timeout
+    + 1 s); then they go to the new owners, and `copy` may begin. Run it again if interrupted.
 
     \b
     Example:
@@ -154,10 +155,7 @@ def start(config_file: str | None, target_config: str, as_json: bool) -> None:
 
     async def step() -> RingRecord:
         async with open_fleet(settings, target) as fleet:
-            record = await migration.start(fleet.shards, settings, target)
-            _say(as_json, f"migration {record.migration} started (epoch {record.epoch}); waiting for front ends")
-            await migration.wait_settled(record, settings.server)
-            return record
+            return await migration.start(fleet.shards, settings, target, lambda message: _say(as_json, message))
 
     record = _run(step)
     _report(as_json, _record_document(record), "every front end now writes moving keys to their new owners")
@@ -193,7 +191,7 @@ async def _copy_with_progress(fleet: Fleet, batch_size: int, show: bool) -> None
     total = sum(s.rows_estimate or 0 for s in statuses)
     done = sum(s.scanned for s in statuses)
     with _progress(show, max(total, done, 1), "copying", done) as advance:
-        await migration.copy(fleet.shards, fleet.record, fleet.settings, batch_size, advance)
+        await migration.copy(fleet.shards, fleet.record, batch_size, advance)
 
 
 @contextmanager
@@ -369,9 +367,8 @@ def run(config_file: str | None, target_config: str, batch_size: int, as_json: b
     async def step() -> RingRecord:
         async with open_fleet(settings, target) as fleet:
             record = fleet.record
-            if record.phase is Phase.STABLE:
-                record = await migration.start(fleet.shards, settings, target)
-                _say(as_json, f"migration {record.migration} started (epoch {record.epoch}); waiting for front ends")
+            if record.phase in (Phase.STABLE, Phase.PREPARING):
+                record = await migration.start(fleet.shards, settings, target, lambda message: _say(as_json, message))
             elif record.phase is not Phase.COPYING or record.ring().names != target.ring().names:
                 raise KvError(f"a different migration is {record.phase.value}; see `kvstore reshard status`")
             fleet.record = record

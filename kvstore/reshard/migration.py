@@ -4,15 +4,20 @@ Each step checks the migration's phase in the ring record, does its work, and pu
 next record to every shard of both rings (compare-and-set on the epoch, so two admins cannot
 interleave steps). Why it loses no write:
 
-1. ``start`` publishes ``copying``. Front ends follow within ``ring_poll_interval_s``, and one
-   that cannot confirm the ring for ``ring_lease_s`` stops routing. Nothing is copied until
-   :func:`settle_s` has passed since: by then every front end writes moving keys to their new
-   owner, and requests routed by the old ring have met their deadline.
+1. ``start`` publishes ``preparing``: front ends stop writing moving keys. Once
+   :func:`settle_s` has passed, every front end follows it (one that cannot confirm the ring
+   for ``ring_lease_s`` stops routing) and requests routed by the old ring have met their
+   deadline. Then ``start`` publishes ``copying``: front ends write moving keys on their new
+   owner, after copying the key's old row there. Nobody writes a moving key on its old owner
+   any more, so whatever the copier reads there is final.
 2. The copier inserts each moving row on its new owner *unless the key already has a row
-   there*: any such row was written after step 1 (or is a tombstone) and is newer.
+   there*: any such row was written in ``copying`` (or is a tombstone) and is newer.
 3. ``cutover`` requires every source shard to be copied and ``verify`` to be clean, then makes
    the new ring the only one (``switched``); ``cleanup`` deletes moved rows from their old
    owners and publishes ``stable``.
+
+The price is a pause of about :func:`settle_s` for writes to moving keys (503 with
+Retry-After) while ``start`` runs; reads are served throughout.
 
 ``abort`` (before cutover) publishes ``aborting`` (writes to moving keys get 503 for a moment),
 waits the same settle time, copies the moved keys' rows, tombstones included, back over the old
@@ -94,19 +99,35 @@ def _expect(record: RingRecord, *phases: Phase, action: str) -> None:
         raise ReshardError(f"cannot {action}: the migration is {record.phase.value}, not {wanted}")
 
 
-async def start(shards: Mapping[str, Shard], settings: Settings, target: Settings) -> RingRecord:
-    """Publish ``copying`` from the current ring to ``target``'s (whose shards must have the schema)."""
+async def start(
+    shards: Mapping[str, Shard], settings: Settings, target: Settings, announce: Callable[[str], None]
+) -> RingRecord:
+    """Move the front ends to ``target``'s ring (``preparing``, then ``copying``); its shards need the schema.
+
+    A ``start`` interrupted while ``preparing`` continues where it stopped when run again.
+    """
     current = await latest_record(shards, settings)
-    if current.phase is not Phase.STABLE:
+    if current.phase is Phase.STABLE:
+        if ring_layout(current.shards) == ring_layout(target.shard_specs):
+            raise ReshardError("the target ring is the current ring: nothing would move")
+        if target.vnodes_per_weight != current.vnodes_per_weight:
+            raise ReshardError("changing ring.vnodes_per_weight would move most keys; keep it as it is")
+        migration = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-e{current.epoch + 1}"
+        preparing = _next(
+            current, Phase.PREPARING, shards=target.shard_specs, previous=current.shards, migration=migration
+        )
+        await publish(shards, preparing, current)
+        current = preparing
+    elif current.phase is not Phase.PREPARING or ring_layout(current.shards) != ring_layout(target.shard_specs):
         raise ReshardError(f"a migration is already {current.phase.value}; finish it or `kvstore reshard abort`")
-    if ring_layout(current.shards) == ring_layout(target.shard_specs):
-        raise ReshardError("the target ring is the current ring: nothing would move")
-    if target.vnodes_per_weight != current.vnodes_per_weight:
-        raise ReshardError("changing ring.vnodes_per_weight would move most keys; keep it as it is")
-    migration = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-e{current.epoch + 1}"
-    record = _next(current, Phase.COPYING, shards=target.shard_specs, previous=current.shards, migration=migration)
-    await publish(shards, record, current)
-    return record
+    announce(
+        f"migration {current.migration}: writes to moving keys pause for {settle_s(settings.server):.0f} s"
+        " while every front end learns of it"
+    )
+    await wait_settled(current, settings.server)
+    copying = _next(current, Phase.COPYING)
+    await publish(shards, copying, current)
+    return copying
 
 
 async def wait_settled(record: RingRecord, server: ServerSettings) -> None:
@@ -144,12 +165,9 @@ async def read_cursor(shard: Shard, record: RingRecord) -> tuple[int, CopyCursor
     return None if found is None else (found[0], CopyCursor.decode(found[1]))
 
 
-async def copy(
-    shards: Mapping[str, Shard], record: RingRecord, settings: Settings, batch: int, progress: CopyProgress
-) -> None:
+async def copy(shards: Mapping[str, Shard], record: RingRecord, batch: int, progress: CopyProgress) -> None:
     """Copy every moving row to its new owner, source shard after source shard, in key order."""
     _expect(record, Phase.COPYING, action="copy")
-    await wait_settled(record, settings.server)
     ring, previous = _rings(record)
     for source in previous.names:
         await _copy_source(shards, source, record, ring, batch, progress)
@@ -233,8 +251,8 @@ async def abort(
     shards: Mapping[str, Shard], record: RingRecord, settings: Settings, batch: int, progress: CopyProgress
 ) -> RingRecord:
     """Return to the previous ring with every write made during the migration."""
-    _expect(record, Phase.COPYING, Phase.ABORTING, action="abort")
-    if record.phase is Phase.COPYING:
+    _expect(record, Phase.PREPARING, Phase.COPYING, Phase.ABORTING, action="abort")
+    if record.phase is not Phase.ABORTING:
         aborting = _next(record, Phase.ABORTING)
         await publish(shards, aborting, record)
         record = aborting

@@ -7,16 +7,20 @@ started with an old ``shards.yaml`` still learns the current ring from the shard
 migration never depends on every config file being edited in step.
 
 A migration from ring A to ring B goes through these phases (``Placement`` says what each
-means for one key):
+means for one key; a key is "moving" when its A and B owners differ):
 
 - ``stable``: one ring.
-- ``copying``: B owns every key. A key whose owner changes ("moving") is written on its B owner,
-  after its A row, if any, has been copied there; reads try the B owner, then the A owner when
-  the B owner has no row at all (a tombstone on B is an answer: the key was deleted). The copier
-  moves the remaining A rows. Sweepers leave moving keys alone on B, since purging a tombstone
-  there would resurrect the A copy.
+- ``preparing``: moving keys are read as in ``copying`` but not written (503, Retry-After). It
+  lasts until every front end has left ``stable``: were one front end to write a moving key on
+  its A owner while another already writes it on its B owner, the B row would shadow that write.
+- ``copying``: B owns every key. A moving key is written on its B owner, after its A row, if
+  any, has been copied there; reads try the B owner, then the A owner when the B owner has no
+  row at all (a tombstone on B is an answer: the key was deleted). The copier moves the other
+  A rows. Sweepers leave moving keys alone on B: purging a tombstone there would resurrect the
+  A copy.
 - ``switched``: cutover; B alone serves, A's moved rows await cleanup (sweepers still careful).
-- ``aborting``: writes to moving keys are refused while B's rows of them are copied back to A.
+- ``aborting``: moving keys are read as in ``copying`` but not written while B's rows of them
+  are copied back to A; then ``stable`` on ring A.
 
 Shard specs travel as written in the config (``${ENV}`` references unexpanded), so a secret kept
 in an environment variable never lands in the record.
@@ -39,6 +43,7 @@ RECORD_NAME = "ring"
 
 class Phase(StrEnum):
     STABLE = "stable"
+    PREPARING = "preparing"
     COPYING = "copying"
     SWITCHED = "switched"
     ABORTING = "aborting"
@@ -124,7 +129,7 @@ class Placement:
 
     owner: str  # the shard that holds the key's current row and takes its writes
     fallback: str | None = None  # where a row not yet copied may still be: read (and copy) from here
-    writable: bool = True  # False while the key is being moved back by an abort
+    writable: bool = True  # False while front ends switch to the migration, and while an abort moves it back
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,7 @@ class Topology:
         source = self.previous.owner(key)
         if source == owner:
             return Placement(owner)
-        return Placement(owner, fallback=source, writable=self.phase is not Phase.ABORTING)
+        return Placement(owner, fallback=source, writable=self.phase is Phase.COPYING)
 
     def may_purge(self, shard: str, key: str) -> bool:
         """Whether a sweeper may hard-delete ``key``'s dead row on ``shard``.

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kvstore.backends.base import SCHEMA_VERSION
 from kvstore.cluster.ports import free_port
 from tests.support.server import ServerProcess
 
@@ -116,7 +117,7 @@ def test_shards_status_counts_live_dead_and_expiring_rows(tmp_path: Path) -> Non
     assert document["ok"] is True
     s0, s1 = document["shards"]
     assert s0["primary"] == {"reachable": True, "error": None} and s0["replicas"] == []
-    assert s0["schema_version"] == 1
+    assert s0["schema_version"] == SCHEMA_VERSION
     assert s0["share"] + s1["share"] == pytest.approx(1.0)
     rows0 = s0["rows"]
     assert (rows0["total"], rows0["live"], rows0["dead"], rows0["with_expiry"]) == (50, 30, 20, 40)
