@@ -74,13 +74,16 @@ class Router:
         Returns the shards it opened for the first time. The lease is renewed only when at least
         one shard answered and the newest record it saw is the one now routed by.
         """
-        poll = await poll_records({name: shard.primary for name, shard in self.shards.items()})
+        asked_at = time.monotonic()  # what the shards answer is true as of this moment, at the earliest
+        server = self.settings.server
+        nodes = {name: shard.primary for name, shard in self.shards.items()}
+        poll = await poll_records(nodes, min(server.connect_timeout_s, server.ring_lease_s / 2))
         if not poll.answered:
             return []
         added: list[Shard] = []
         if poll.latest is not None and poll.latest.epoch > self.topology.epoch:
             added = await self._adopt(poll.latest)
-        self._confirmed_at = time.monotonic()
+        self._confirmed_at = asked_at
         return added
 
     async def watch(self, stop: asyncio.Event, on_added: Callable[[Shard], Awaitable[None]]) -> None:

@@ -157,7 +157,8 @@ class Node(ABC):
     @abstractmethod
     async def write_state(self, name: str, value: str, epoch: int, expected_epoch: int | None) -> bool:
         """Compare-and-set a ``kvstore_state`` entry: create it (``expected_epoch=None``) or replace
-        the one at ``expected_epoch``. False when the entry was not in the expected state."""
+        the one at ``expected_epoch`` with a greater ``epoch``. False when the entry was not in the
+        expected state."""
 
     @abstractmethod
     async def table_stats(self) -> "TableStats":

@@ -47,9 +47,9 @@ DIALECT = Dialect(
         " value LONGBLOB NOT NULL, ttl BIGINT NOT NULL, version BIGINT NOT NULL, sweep_slot BIGINT NULL,"
         " INDEX store_sweep_slot (sweep_slot)) ENGINE=InnoDB",
         "CREATE TABLE IF NOT EXISTS kvstore_meta (name VARCHAR(64) NOT NULL PRIMARY KEY,"
-        " value VARCHAR(255) NOT NULL) ENGINE=InnoDB",
+        " value VARCHAR(255) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         "CREATE TABLE IF NOT EXISTS kvstore_state (name VARCHAR(64) NOT NULL PRIMARY KEY,"
-        " epoch BIGINT NOT NULL, value MEDIUMTEXT NOT NULL) ENGINE=InnoDB",
+        " epoch BIGINT NOT NULL, value MEDIUMTEXT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     ),
     indexes=(),  # MySQL has no partial indexes and no CREATE INDEX IF NOT EXISTS: it is in the table
     claim_schema_version="INSERT INTO kvstore_meta (name, value) VALUES ('schema_version', %s)"

@@ -327,6 +327,10 @@ class SqlNode(Node):
     async def write_state(self, name: str, value: str, epoch: int, expected_epoch: int | None) -> bool:
         if expected_epoch is None:
             return await self._write(self.statements.create_state, (name, epoch, value)) > 0
+        if epoch <= expected_epoch:
+            # A moving epoch also makes every successful update change the row: MySQL counts
+            # changed rows, not matched ones, so a no-op update would read as a lost race.
+            raise ValueError(f"a state entry's epoch only moves forward ({expected_epoch} -> {epoch})")
         return await self._write(self.statements.update_state, (epoch, value, name, expected_epoch)) > 0
 
     async def table_stats(self) -> TableStats:

@@ -20,7 +20,7 @@ from kvstore.cli.ring import show_diff
 from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError
 from kvstore.reshard import migration
-from kvstore.reshard.migration import DEFAULT_BATCH, CopyProgress
+from kvstore.reshard.migration import DEFAULT_BATCH, CopyPace, CopyProgress
 from kvstore.reshard.plan import RingDiff
 from kvstore.reshard.state import Phase, RingRecord
 from kvstore.reshard.verify import VerifyReport, verify
@@ -38,6 +38,12 @@ _to_option = click.option(
     help="Config file whose shards list is the ring to move to.",
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")
+_pace_option = click.option(
+    "--rows-per-second",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Copy at most this many rows per second, to spare busy primaries (default: no limit).",
+)
 _batch_option = click.option(
     "--batch-size", type=click.IntRange(1, 10_000), default=DEFAULT_BATCH, show_default=True, help="Rows per batch."
 )
@@ -164,8 +170,9 @@ def start(config_file: str | None, target_config: str, as_json: bool) -> None:
 @reshard.command("copy")
 @config_option
 @_batch_option
+@_pace_option
 @_json_option
-def copy(config_file: str | None, batch_size: int, as_json: bool) -> None:
+def copy(config_file: str | None, batch_size: int, rows_per_second: float | None, as_json: bool) -> None:
     """Copy the rows whose owner changes to their new owners, in batches; run it again after a crash.
 
     Never overwrites a row the new owner already has (it is newer). Shows rows/s and an ETA.
@@ -178,7 +185,7 @@ def copy(config_file: str | None, batch_size: int, as_json: bool) -> None:
 
     async def step() -> list[migration.SourceStatus]:
         async with open_fleet(settings) as fleet:
-            await _copy_with_progress(fleet, batch_size, show=not as_json)
+            await _copy_with_progress(fleet, CopyPace(batch_size, rows_per_second), show=not as_json)
             return await migration.copy_status(fleet.shards, fleet.record)
 
     statuses = _run(step)
@@ -186,12 +193,12 @@ def copy(config_file: str | None, batch_size: int, as_json: bool) -> None:
     _report(as_json, {"sources": [asdict(s) for s in statuses]}, f"copy complete: {copied:,} rows copied")
 
 
-async def _copy_with_progress(fleet: Fleet, batch_size: int, show: bool) -> None:
+async def _copy_with_progress(fleet: Fleet, pace: CopyPace, show: bool) -> None:
     statuses = await migration.copy_status(fleet.shards, fleet.record)
     total = sum(s.rows_estimate or 0 for s in statuses)
     done = sum(s.scanned for s in statuses)
     with _progress(show, max(total, done, 1), "copying", done) as advance:
-        await migration.copy(fleet.shards, fleet.record, batch_size, advance)
+        await migration.copy(fleet.shards, fleet.record, pace, advance)
 
 
 @contextmanager
@@ -352,8 +359,11 @@ def status(config_file: str | None, as_json: bool) -> None:
 @config_option
 @_to_option
 @_batch_option
+@_pace_option
 @_json_option
-def run(config_file: str | None, target_config: str, batch_size: int, as_json: bool) -> None:
+def run(
+    config_file: str | None, target_config: str, batch_size: int, rows_per_second: float | None, as_json: bool
+) -> None:
     """start, copy, verify, cutover and cleanup in order; stops before cutover if verify is not clean.
 
     Resumes a migration to the same ring that an earlier run left half-way.
@@ -372,7 +382,7 @@ def run(config_file: str | None, target_config: str, batch_size: int, as_json: b
             elif record.phase is not Phase.COPYING or record.ring().names != target.ring().names:
                 raise KvError(f"a different migration is {record.phase.value}; see `kvstore reshard status`")
             fleet.record = record
-            await _copy_with_progress(fleet, batch_size, show=not as_json)
+            await _copy_with_progress(fleet, CopyPace(batch_size, rows_per_second), show=not as_json)
             report = await verify(fleet.shards, record, batch_size)
             _say(as_json, f"verify: {report.scanned:,} rows scanned, clean" if report.clean else "verify: NOT clean")
             if not report.clean:

@@ -60,7 +60,8 @@ def initial_record(settings: Settings) -> RingRecord:
 
 async def latest_record(shards: Mapping[str, Shard], settings: Settings) -> RingRecord:
     """The newest record on any of ``shards``; every shard must answer (admin steps need them all)."""
-    poll = await poll_records({name: shard.primary for name, shard in shards.items()})
+    timeout_s = settings.server.connect_timeout_s + settings.server.request_timeout_s
+    poll = await poll_records({name: shard.primary for name, shard in shards.items()}, timeout_s)
     if poll.failed:
         name, detail = next(iter(poll.failed.items()))
         raise ShardError(name, detail)
@@ -165,24 +166,42 @@ async def read_cursor(shard: Shard, record: RingRecord) -> tuple[int, CopyCursor
     return None if found is None else (found[0], CopyCursor.decode(found[1]))
 
 
-async def copy(shards: Mapping[str, Shard], record: RingRecord, batch: int, progress: CopyProgress) -> None:
+@dataclass(frozen=True)
+class CopyPace:
+    """How much the copier reads at a time, and how fast (None: as fast as the shards answer)."""
+
+    batch: int = DEFAULT_BATCH
+    rows_per_second: float | None = None
+
+    async def keep(self, rows: int, started: float) -> None:
+        """Sleep as long as reading ``rows`` since ``started`` (monotonic) was ahead of the pace."""
+        if self.rows_per_second is not None:
+            ahead = rows / self.rows_per_second - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+
+async def copy(shards: Mapping[str, Shard], record: RingRecord, pace: CopyPace, progress: CopyProgress) -> None:
     """Copy every moving row to its new owner, source shard after source shard, in key order."""
     _expect(record, Phase.COPYING, action="copy")
     ring, previous = _rings(record)
     for source in previous.names:
-        await _copy_source(shards, source, record, ring, batch, progress)
+        await _copy_source(shards, source, record, ring, pace, progress)
 
 
 async def _copy_source(
-    shards: Mapping[str, Shard], source: str, record: RingRecord, ring: HashRing, batch: int, progress: CopyProgress
+    shards: Mapping[str, Shard], source: str, record: RingRecord, ring: HashRing, pace: CopyPace, progress: CopyProgress
 ) -> None:
+    started, scanned = time.monotonic(), 0
     node = shards[source].primary
     found = await read_cursor(shards[source], record)
     epoch, cursor = found if found is not None else (0, CopyCursor())
     if found is None and not await node.write_state(cursor_name(record), cursor.encode(), 0, None):
         raise ReshardError(f"shard {source}: another copier started at the same time")
     while not cursor.done:
-        rows = await node.scan_rows(cursor.after, batch)
+        await pace.keep(scanned, started)
+        rows = await node.scan_rows(cursor.after, pace.batch)
+        scanned += len(rows)
         copied = 0
         for target, moving in _by_new_owner(rows, source, ring).items():
             copied += await shards[target].primary.import_rows(moving, overwrite=False)

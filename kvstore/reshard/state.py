@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from kvstore.backends.base import Node
-from kvstore.errors import KvError, ShardError, describe
+from kvstore.errors import KvError, ShardError, ShardTimeout, describe
 from kvstore.ring import HashRing, RingNode
 
 RECORD_NAME = "ring"
@@ -82,6 +82,8 @@ class RingRecord:
     def decode(cls, text: str) -> "RingRecord":
         try:
             data = orjson.loads(text)
+            if not isinstance(data, dict):
+                raise TypeError(f"expected an object, found {type(data).__name__}")
             previous = data.get("previous")
             return cls(
                 epoch=int(data["epoch"]),
@@ -166,8 +168,14 @@ class Topology:
         return not (self.ring.owner(key) == shard and self.previous.owner(key) != shard)
 
 
-async def read_record(node: Node) -> RingRecord | None:
-    found = await node.read_state(RECORD_NAME)
+async def read_record(node: Node, timeout_s: float) -> RingRecord | None:
+    """The node's ring record; a node that does not answer within ``timeout_s`` (a frozen server
+    never does) fails like an unreachable one."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            found = await node.read_state(RECORD_NAME)
+    except TimeoutError:
+        raise node.failure(ShardTimeout, f"no answer within {timeout_s:g} s") from None
     return None if found is None else RingRecord.decode(found[1])
 
 
@@ -180,10 +188,10 @@ class RecordPoll:
     failed: dict[str, str] = field(default_factory=dict)  # shard -> why it could not answer
 
 
-async def poll_records(nodes: Mapping[str, Node]) -> RecordPoll:
+async def poll_records(nodes: Mapping[str, Node], timeout_s: float) -> RecordPoll:
     """Read the record from every node at once; a shard that cannot answer is noted, not fatal."""
     names = list(nodes)
-    outcomes = await asyncio.gather(*(read_record(nodes[name]) for name in names), return_exceptions=True)
+    outcomes = await asyncio.gather(*(read_record(nodes[name], timeout_s) for name in names), return_exceptions=True)
     poll = RecordPoll()
     for name, outcome in zip(names, outcomes, strict=True):
         if isinstance(outcome, ShardError):

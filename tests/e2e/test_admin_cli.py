@@ -131,7 +131,7 @@ def test_shards_status_counts_live_dead_and_expiring_rows(tmp_path: Path) -> Non
 
     human = kvstore("shards", "status", "--config", str(config)).stdout.decode().splitlines()
     assert " ".join(human[0].split()) == "SHARD BACKEND WEIGHT SHARE PRIMARY SCHEMA ROWS LIVE DEAD WITH EXPIRY DEAD %"
-    assert human[1].split()[4:] == ["up", "1", "50", "30", "20", "40", "50%"]
+    assert human[1].split()[4:] == ["up", str(SCHEMA_VERSION), "50", "30", "20", "40", "50%"]
     assert human[2].split()[6] == "1,000" and human[2].split()[8].startswith("~")
     assert any(line.startswith("~ estimate:") for line in human)
 
