@@ -307,7 +307,7 @@ async def _copy_back(
 def _rings(record: RingRecord) -> tuple[HashRing, HashRing]:
     previous = record.previous_ring()
     if previous is None:
-        raise ReshardError("no migration is in progress")
+        raise ReshardError(f"no migration is in progress (ring epoch {record.epoch} is {record.phase.value})")
     return record.ring(), previous
 
 

@@ -9,10 +9,8 @@ unknown until the next acknowledged write.
 import asyncio
 import json
 import random
-import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,73 +19,15 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from kvstore.reshard.plan import RingDiff, sample_diff
-from kvstore.ring import HashRing, RingNode
-from tests.conftest import SERVER_KINDS, require
-from tests.support import rawdb
+from tests.support.fleet import kvstore, new_shards, placement, ring, write_config
 from tests.support.server import ServerProcess
 
-# Short timings keep the write pause (lease + poll + request timeout + 1 s) at about 4 s.
-SERVER = {"request_timeout_s": 2, "ring_poll_interval_s": 0.2, "ring_lease_s": 1.0}
-EAGER_SWEEPER = {"tick_ms": 10, "cycle_budget_ms": 5}  # purging all the time, to prove its guard
 PRELOADED = 1000
 WORKERS = 8
 KEYS_PER_WORKER = 40
 SHORT_TTL_S = 1
-
-
-@dataclass(frozen=True)
-class Shard:
-    name: str
-    backend: str
-    location: str
-
-    def spec(self) -> dict[str, str]:
-        return {"name": self.name, "backend": self.backend, "primary": self.location}
-
-
-def locations(backend: str, count: int, tmp_path: Path, request: pytest.FixtureRequest) -> list[str]:
-    """``count`` empty databases: SQLite files, or new databases on the session's instances."""
-    if backend == "sqlite":
-        return [str(tmp_path / f"{uuid.uuid4().hex[:8]}.db") for _ in range(count)]
-    require(SERVER_KINDS[backend][1])
-    instances = request.getfixturevalue("postgres_instances" if backend == "postgres" else "mariadb_instances")
-    found = []
-    for index in range(count):
-        instance = instances[index % len(instances)]
-        name = f"r_{uuid.uuid4().hex[:16]}"
-        instance.sql(f"CREATE DATABASE {name}")
-        found.append(str(instance.dsn(database=name)))
-    return found
-
-
-def write_config(path: Path, shards: list[Shard]) -> Path:
-    document = {"server": SERVER, "sweeper": EAGER_SWEEPER, "shards": [shard.spec() for shard in shards]}
-    path.write_text(yaml.safe_dump(document))
-    return path
-
-
-def ring(shards: list[Shard]) -> HashRing:
-    return HashRing(RingNode(shard.name) for shard in shards)
-
-
-def kvstore(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kvstore", *args], capture_output=True, text=True, timeout=timeout_s, check=False
-    )
-
-
-async def placement(shards: list[Shard]) -> dict[str, list[str]]:
-    """Which shards hold a live row for each key, read straight from the tables."""
-    found: dict[str, list[str]] = {}
-    for shard in shards:
-        now_ms = int(time.time() * 1000)
-        for (key,) in await rawdb.execute(shard.backend, shard.location, "SELECT key FROM store WHERE ttl > ?", now_ms):
-            found.setdefault(key.decode() if isinstance(key, bytes) else key, []).append(shard.name)
-    return found
-
 
 UNKNOWN = object()
 
@@ -225,13 +165,11 @@ async def test_reshard_under_load_loses_nothing(
     scenario: str, tmp_path: Path, request: pytest.FixtureRequest, front_ends: list[ServerProcess]
 ) -> None:
     source_backend, target_backend = SCENARIOS[scenario]
-    old = [Shard(f"s{i}", source_backend, loc) for i, loc in enumerate(locations(source_backend, 2, tmp_path, request))]
+    old = new_shards("s", source_backend, 2, tmp_path, request)
     if source_backend == target_backend:  # add a third shard
-        new = [*old, Shard("s2", target_backend, locations(target_backend, 1, tmp_path, request)[0])]
+        new = [*old, *new_shards("s", target_backend, 1, tmp_path, request, start=2)]
     else:  # move every key to other shards on another engine
-        new = [
-            Shard(f"p{i}", target_backend, loc) for i, loc in enumerate(locations(target_backend, 2, tmp_path, request))
-        ]
+        new = new_shards("p", target_backend, 2, tmp_path, request)
     config, target = write_config(tmp_path / "old.yaml", old), write_config(tmp_path / "new.yaml", new)
     front_ends += [ServerProcess(config).start(), ServerProcess(config).start()]
     urls = [process.url for process in front_ends]
