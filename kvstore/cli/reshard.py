@@ -245,6 +245,7 @@ def cutover(config_file: str | None, batch_size: int, as_json: bool) -> None:
 
     async def step() -> RingRecord:
         async with open_fleet(settings) as fleet:
+            await migration.check_cutover(fleet.shards, fleet.record)
             report = await verify(fleet.shards, fleet.record, batch_size)
             if not report.clean:
                 _show_verify(report, as_json)

@@ -236,12 +236,17 @@ async def copy_finished(shards: Mapping[str, Shard], record: RingRecord) -> list
     return unfinished
 
 
-async def cutover(shards: Mapping[str, Shard], record: RingRecord, verified_clean: bool) -> RingRecord:
-    """Make the target ring the only ring; only after a complete copy and a clean verify."""
+async def check_cutover(shards: Mapping[str, Shard], record: RingRecord) -> None:
+    """Raise unless the migration is copying and the copy is complete (verify comes next)."""
     _expect(record, Phase.COPYING, action="cut over")
     unfinished = await copy_finished(shards, record)
     if unfinished:
         raise ReshardError(f"the copy is not finished on {', '.join(unfinished)}: run `kvstore reshard copy`")
+
+
+async def cutover(shards: Mapping[str, Shard], record: RingRecord, verified_clean: bool) -> RingRecord:
+    """Make the target ring the only ring; only after a complete copy and a clean verify."""
+    await check_cutover(shards, record)
     if not verified_clean:
         raise ReshardError("`kvstore verify` is not clean; fix what it reports before the cutover")
     switched = _next(record, Phase.SWITCHED)
