@@ -6,7 +6,7 @@ have the data yet.
 """
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kvstore import metrics
 from kvstore.backends import Node, PoolSettings, create_node
@@ -22,6 +22,7 @@ class Shard:
     backend: str
     primary: Node
     replicas: ReplicaSet | None = None
+    _open: bool = field(default=False, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: ShardSettings, server: ServerSettings) -> "Shard":
@@ -88,8 +89,12 @@ class Shard:
         return await self.primary.get(key)
 
     async def open(self) -> None:
-        """Open the primary; replicas are opened by their probe, so a down replica never blocks a start."""
-        await self.primary.open()
+        """Open the primary (once; again only after ``close``). Replicas are opened by their probe,
+        so a down replica never blocks a start."""
+        if not self._open:
+            await self.primary.open()
+            self._open = True
 
     async def close(self, timeout_s: float) -> None:
+        self._open = False
         await asyncio.gather(*(node.close(timeout_s) for node in self.nodes))

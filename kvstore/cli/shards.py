@@ -1,6 +1,7 @@
 """``kvstore shards …``: schema and shard tooling."""
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -166,18 +167,34 @@ def status(config_file: str | None, as_json: bool) -> None:
 
 async def _status_all(settings: Settings) -> list[ShardStatus]:
     router = Router(settings)
-    shares = settings.ring().shares()
     try:
+        await _follow_ring_record(router, settings)
+        ring = router.topology.ring
+        weights, shares = {node.name: node.weight for node in ring.nodes}, ring.shares()
+        # The ring in force first (it may name shards the config lacks), then configured shards outside it.
+        names = dict.fromkeys([*ring.names, *router.shards])
         return list(
             await asyncio.gather(
                 *(
-                    _shard_status(router.shards[config.name], config.weight, shares[config.name], settings)
-                    for config in settings.shards
+                    _shard_status(router.shards[name], weights.get(name, 0), shares.get(name, 0.0), settings)
+                    for name in names
                 )
             )
         )
     finally:
         await router.close(5.0)
+
+
+async def _follow_ring_record(router: Router, settings: Settings) -> None:
+    """Best effort: the shards' ring record, where one is reachable, says which ring is in force."""
+    timeout_s = settings.server.connect_timeout_s
+    for shard in list(router.shards.values()):
+        with contextlib.suppress(KvError, TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await shard.open()
+    with contextlib.suppress(KvError, TimeoutError):
+        async with asyncio.timeout(timeout_s + settings.server.request_timeout_s):
+            await router.refresh()
 
 
 async def _shard_status(shard: Shard, weight: int, share: float, settings: Settings) -> ShardStatus:

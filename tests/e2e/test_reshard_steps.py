@@ -97,6 +97,12 @@ def test_a_copier_killed_half_way_finishes_on_rerun(tmp_path: Path, request: pyt
     owners = ring(new)
     assert after == {key: [(owners.owner(key), stored)] for key, stored in rows.items()}
 
+    # With the old config, `shards status` reports the ring in force, which has the third shard.
+    status = kvstore("shards", "status", "--config", str(config), "--json")
+    shares = {shard["name"]: shard["share"] for shard in json.loads(status.stdout)["shards"]}
+    assert status.returncode == 0 and shares.keys() == {"s0", "s1", "s2"}, status.stderr
+    assert shares == pytest.approx(owners.shares())
+
 
 def test_verify_finds_a_key_planted_on_the_wrong_shard(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     shards = new_shards("s", "sqlite", 2, tmp_path, request)
