@@ -95,6 +95,8 @@ class Router:
                     await on_added(shard)
             except KvError as error:
                 log.warning("cannot follow the ring record: %s", error)
+            except Exception:  # a bug must not end the watch: the lease would silently stop all routing
+                log.exception("cannot follow the ring record")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 

@@ -18,11 +18,11 @@ import click
 from kvstore.cli.options import config_option, settings_or_exit, table
 from kvstore.cli.ring import show_diff
 from kvstore.config import Settings
-from kvstore.errors import KvError, ShardError
+from kvstore.errors import KvError, ReshardError, ShardError
 from kvstore.reshard import migration
 from kvstore.reshard.migration import DEFAULT_BATCH, CopyPace, CopyProgress
 from kvstore.reshard.plan import RingDiff
-from kvstore.reshard.state import Phase, RingRecord
+from kvstore.reshard.state import Phase, RingRecord, ring_layout
 from kvstore.reshard.verify import VerifyReport, verify
 from kvstore.router import Router
 from kvstore.shard import Shard
@@ -367,7 +367,7 @@ def run(
 ) -> None:
     """start, copy, verify, cutover and cleanup in order; stops before cutover if verify is not clean.
 
-    Resumes a migration to the same ring that an earlier run left half-way.
+    Resumes a migration to the same ring that an earlier run (or the single steps) left half-way.
 
     \b
     Example:
@@ -378,18 +378,21 @@ def run(
     async def step() -> RingRecord:
         async with open_fleet(settings, target) as fleet:
             record = fleet.record
+            if record.phase is not Phase.STABLE and ring_layout(record.shards) != ring_layout(target.shard_specs):
+                raise ReshardError(f"a migration to another ring is {record.phase.value}; see `kvstore reshard status`")
             if record.phase in (Phase.STABLE, Phase.PREPARING):
                 record = await migration.start(fleet.shards, settings, target, lambda message: _say(as_json, message))
-            elif record.phase is not Phase.COPYING or record.ring().names != target.ring().names:
-                raise KvError(f"a different migration is {record.phase.value}; see `kvstore reshard status`")
+            if record.phase is Phase.COPYING:
+                fleet.record = record
+                await _copy_with_progress(fleet, CopyPace(batch_size, rows_per_second), show=not as_json)
+                await migration.check_cutover(fleet.shards, record)
+                report = await verify(fleet.shards, record, batch_size)
+                _say(as_json, f"verify: {report.scanned:,} rows, clean" if report.clean else "verify: NOT clean")
+                if not report.clean:
+                    _show_verify(report, as_json)
+                record = await migration.cutover(fleet.shards, record, report.clean)
+                _say(as_json, f"cut over (epoch {record.epoch}); cleaning up")
             fleet.record = record
-            await _copy_with_progress(fleet, CopyPace(batch_size, rows_per_second), show=not as_json)
-            report = await verify(fleet.shards, record, batch_size)
-            _say(as_json, f"verify: {report.scanned:,} rows scanned, clean" if report.clean else "verify: NOT clean")
-            if not report.clean:
-                _show_verify(report, as_json)
-            record = await migration.cutover(fleet.shards, record, report.clean)
-            _say(as_json, f"cut over (epoch {record.epoch}); cleaning up")
             with _progress(not as_json, await _rows_on(fleet, previous=True), "cleaning up") as advance:
                 return await migration.cleanup(fleet.shards, record, batch_size, advance)
 

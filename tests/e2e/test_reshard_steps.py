@@ -201,3 +201,24 @@ def test_an_unreachable_shard_is_named(tmp_path: Path) -> None:
         assert result.returncode == 1
         assert "shard pg9 unreachable" in result.stderr and "Traceback" not in result.stderr
         assert time.monotonic() - started < 15
+
+
+def test_run_resumes_a_migration_the_single_steps_left_half_way(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    old = new_shards("s", "sqlite", 2, tmp_path, request)
+    new = [*old, *new_shards("s", "sqlite", 1, tmp_path, request, start=2)]
+    other = [*old, *new_shards("x", "sqlite", 1, tmp_path, request)]
+    config, target = write_config(tmp_path / "old.yaml", old), write_config(tmp_path / "new.yaml", new)
+    assert kvstore("shards", "init", "--config", str(config)).returncode == 0
+    rows = asyncio.run(load_rows(old, 500))
+    for step in (("start", "--to", str(target)), ("copy",), ("cutover",)):
+        assert kvstore("reshard", *step, "--config", str(config)).returncode == 0, step
+
+    elsewhere = kvstore(
+        "reshard", "run", "--config", str(config), "--to", str(write_config(tmp_path / "x.yaml", other))
+    )
+    assert elsewhere.returncode == 1 and "a migration to another ring is switched" in elsewhere.stderr
+    resumed = kvstore("reshard", "run", "--config", str(config), "--to", str(target), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["phase"] == "stable"
+    owners = ring(new)
+    assert asyncio.run(stored_rows(new)) == {key: [(owners.owner(key), stored)] for key, stored in rows.items()}
