@@ -163,7 +163,8 @@ def create_app(settings: Settings) -> ASGIApp:
             return problem(503, detail, headers=headers, shards=shards, replicas=replicas)
         # Replicas out of rotation cost capacity, not correctness: ready, but degraded.
         status = "degraded" if any(not state.startswith("up") for state in replicas.values()) else "ready"
-        body: dict[str, object] = {"status": status, "shards": shards}
+        ring = {"epoch": router.topology.epoch, "phase": router.topology.phase.value}
+        body: dict[str, object] = {"status": status, "shards": shards, "ring": ring}
         if replicas:
             body["replicas"] = replicas
         return Response(orjson.dumps(body), media_type="application/json")

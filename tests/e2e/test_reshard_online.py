@@ -199,6 +199,7 @@ async def test_reshard_under_load_loses_nothing(
         # A front end started now with the old shards.yaml learns the new ring from the shards.
         front_ends.append(ServerProcess(config).start())
         final = await final_reads(client, [process.url for process in front_ends], preloaded, load)
+        epochs = {(await client.get(f"{process.url}/readyz")).json()["ring"]["epoch"] for process in front_ends}
 
     summary = f"{load.acknowledged} writes acknowledged ({acknowledged_during} during the migration)"
     print(f"{scenario}: {summary}, refused {dict(load.refused)}")
@@ -206,6 +207,7 @@ async def test_reshard_under_load_loses_nothing(
     assert final == [], final[:10]
     assert acknowledged_during >= 100, f"only {acknowledged_during} writes were acknowledged during the migration"
     assert "describes a ring the shards no longer use" in front_ends[2].log(), "the late front end did not say so"
+    assert epochs == {4}, "every front end follows the final record: preparing, copying, switched, stable"
 
     verified = kvstore("verify", "--config", str(config), "--json")
     report = json.loads(verified.stdout)

@@ -292,7 +292,7 @@ def test_value_too_large(client: httpx.Client) -> None:
 def test_health_readiness_metrics_and_openapi(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
-    assert ready == {"status": "ready", "shards": {"s0": "up", "s1": "up"}}
+    assert ready == {"status": "ready", "shards": {"s0": "up", "s1": "up"}, "ring": {"epoch": 0, "phase": "stable"}}
     client.get(url(new_key()))
     metrics = client.get("/metrics").text
     assert 'kvstore_http_requests_total{op="get",status="404"}' in metrics
