@@ -204,8 +204,9 @@ def test_an_unreachable_shard_is_named(tmp_path: Path) -> None:
 
 
 def test_run_resumes_a_migration_the_single_steps_left_half_way(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """From SQLite to MariaDB, so rows also cross engines through the backend interface."""
     old = new_shards("s", "sqlite", 2, tmp_path, request)
-    new = [*old, *new_shards("s", "sqlite", 1, tmp_path, request, start=2)]
+    new = new_shards("m", "mysql", 2, tmp_path, request)
     other = [*old, *new_shards("x", "sqlite", 1, tmp_path, request)]
     config, target = write_config(tmp_path / "old.yaml", old), write_config(tmp_path / "new.yaml", new)
     assert kvstore("shards", "init", "--config", str(config)).returncode == 0
@@ -222,3 +223,4 @@ def test_run_resumes_a_migration_the_single_steps_left_half_way(tmp_path: Path, 
     assert json.loads(resumed.stdout)["phase"] == "stable"
     owners = ring(new)
     assert asyncio.run(stored_rows(new)) == {key: [(owners.owner(key), stored)] for key, stored in rows.items()}
+    assert asyncio.run(stored_rows(old)) == {}, "cleanup emptied the SQLite shards"
