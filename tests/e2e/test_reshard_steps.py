@@ -69,7 +69,7 @@ def test_a_copier_killed_half_way_finishes_on_rerun(tmp_path: Path, request: pyt
     assert started.returncode == 0, started.stderr
 
     command = [sys.executable, "-m", "kvstore", "reshard", "copy", "--config", str(config), "--batch-size", "50"]
-    copier = subprocess.Popen([*command, "--rows-per-second", "2000"], stderr=subprocess.DEVNULL)
+    copier = subprocess.Popen([*command, "--rows-per-second", "1000"], stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while (cursor := copy_cursor(old[0])) is None or int(cursor["scanned"]) < 500:  # type: ignore[call-overload]
