@@ -140,17 +140,25 @@ class Router:
             )
 
     async def init_schemas(self) -> dict[str, KvError | None]:
-        """Open each shard's primary and create or check its schema: the error per shard, or None."""
-        outcomes: dict[str, KvError | None] = {}
-        for shard in self.shards.values():
-            try:
-                await shard.open()
-                await shard.primary.ensure_schema()
-            except KvError as error:
-                outcomes[shard.name] = error
-            else:
-                outcomes[shard.name] = None
+        """Open each shard's primary and create, upgrade or check its schema: the error per shard,
+        or None. Shards the ring record names beyond the config are included."""
+        outcomes = await _init_schemas(list(self.shards.values()))
+        with contextlib.suppress(KvError):
+            outcomes |= await _init_schemas(await self.refresh())
         return outcomes
 
     async def close(self, timeout_s: float) -> None:
         await asyncio.gather(*(shard.close(timeout_s) for shard in self.shards.values()))
+
+
+async def _init_schemas(shards: list[Shard]) -> dict[str, KvError | None]:
+    outcomes: dict[str, KvError | None] = {}
+    for shard in shards:
+        try:
+            await shard.open()
+            await shard.primary.ensure_schema()
+        except KvError as error:
+            outcomes[shard.name] = error
+        else:
+            outcomes[shard.name] = None
+    return outcomes
