@@ -88,7 +88,7 @@ class MySQLRaw:
             return await cursor.fetchone()
 
 
-DRIVERS = {"postgres": PostgresRaw, "mysql": MySQLRaw}
+DRIVERS: dict[str, type[PostgresRaw] | type[MySQLRaw]] = {"postgres": PostgresRaw, "mysql": MySQLRaw}
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,10 @@ async def open_shards(stack: AsyncExitStack, settings: Settings, use_replicas: b
     shards = {}
     for shard in settings.shards:
         driver = DRIVERS[shard.backend]
-        writer = await driver.open(stack, shard.primary, size)
-        reader = await driver.open(stack, shard.replicas[0], size) if use_replicas and shard.replicas else writer
+        writer: RawNode = await driver.open(stack, shard.primary, size)
+        reader: RawNode = (
+            await driver.open(stack, shard.replicas[0], size) if use_replicas and shard.replicas else writer
+        )
         shards[shard.name] = RawShard(writer, reader)
     return shards
 

@@ -91,7 +91,8 @@ def comparisons(measurements: list[Measurement]) -> list[dict[str, Any]]:
 
 
 def _row(doc: dict[str, Any], workload_prefix: str, connections: int) -> dict[str, Any] | None:
-    for row in doc["comparisons"]:
+    rows: list[dict[str, Any]] = doc["comparisons"]
+    for row in rows:
         if row["workload"].startswith(workload_prefix) and row["connections"] == connections:
             return row
     return None
