@@ -17,6 +17,7 @@ class Measurement:
     p50_ms: float
     p99_ms: float
     tool: str  # what drove the load: "wrk", "python", "redis-benchmark"
+    cpu_us_per_request: float | None = None  # CPU of the serving process (kvstore) or of the raw loader
 
     @property
     def per_second(self) -> float:

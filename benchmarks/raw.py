@@ -10,6 +10,7 @@ reset query, as kvstore's do.
 
 import itertools
 import random
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -134,7 +135,9 @@ async def measure(
             else:
                 await shard.writer.put(key, value)
 
+        cpu_before = time.process_time()
         leg = await drive(operation, workload.connections, max_ops, duration_s)
+        cpu_s = time.process_time() - cpu_before
     result = Throughput.of([leg])
     return Measurement(
         target="raw",
@@ -146,6 +149,7 @@ async def measure(
         p50_ms=result.p50_ms,
         p99_ms=result.p99_ms,
         tool="python",
+        cpu_us_per_request=round(1e6 * cpu_s / result.ops, 1) if result.ops else None,
     )
 
 

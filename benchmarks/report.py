@@ -82,6 +82,7 @@ def comparisons(measurements: list[Measurement]) -> list[dict[str, Any]]:
                     "p50_ms": found.p50_ms,
                     "p99_ms": found.p99_ms,
                     "errors": found.errors,
+                    "cpu_us_per_request": found.cpu_us_per_request,
                 }
         for peer in ("raw", "etcd"):
             if peer in row and row[peer]["per_second"]:
@@ -173,6 +174,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _cpu(figures: dict[str, Any] | None) -> str:
+    value = figures and figures.get("cpu_us_per_request")
+    return "-" if not value else f"{value:.0f}"
+
+
 def markdown(doc: dict[str, Any], chart_name: str) -> str:
     plan = doc["plan"]
     workload_rows = []
@@ -185,6 +191,7 @@ def markdown(doc: dict[str, Any], chart_name: str) -> str:
                 _ms(figures and figures["p50_ms"]),
                 _ms(figures and figures["p99_ms"]),
             ]
+        cells += [_cpu(row.get(target)) for target in ("kvstore", "raw")]
         cells += [
             f"{row['kvstore_vs_raw']:.2f}" if "kvstore_vs_raw" in row else "-",
             f"{row['kvstore_vs_etcd']:.2f}" if "kvstore_vs_etcd" in row else "-",
@@ -193,10 +200,10 @@ def markdown(doc: dict[str, Any], chart_name: str) -> str:
     header = ["workload"]
     for target in TARGET_SERIES:
         header += [f"{target} req/s", "p50 ms", "p99 ms"]
-    header += ["kvstore/raw", "kvstore/etcd"]
+    header += ["kvstore CPU us/req", "raw CPU us/req", "kvstore/raw", "kvstore/etcd"]
     others = [m for m in doc["measurements"] if m["target"] in ("http-floor", "redis")]
     other_rows = [
-        [m["target"], m["workload"], _rate(m["per_second"]), _ms(m["p50_ms"]), _ms(m["p99_ms"]), m["tool"]]
+        [m["target"], m["workload"], _rate(m["per_second"]), _ms(m["p50_ms"]), _ms(m["p99_ms"]), _cpu(m), m["tool"]]
         for m in others
     ]
     target_rows = [[t["target"], t["workload"], t["measured"], "yes" if t["met"] else "**no**"] for t in doc["targets"]]
@@ -238,7 +245,7 @@ def markdown(doc: dict[str, Any], chart_name: str) -> str:
                 "## Workloads (same keys, values and key sequence for every target)\n\n"
                 + _table(header, workload_rows),
                 "## HTTP floor (`/healthz`, same server) and Redis\n\n"
-                + _table(["target", "workload", "req/s", "p50 ms", "p99 ms", "tool"], other_rows),
+                + _table(["target", "workload", "req/s", "p50 ms", "p99 ms", "server CPU us/req", "tool"], other_rows),
                 "## Replica read scaling\n\n" + _table(["", "kvstore GET/s", "p99 ms", "raw GET/s"], replica_rows),
                 f"## Sweeper ({doc['sweeper'].get('dead_rows_loaded', 0):,} dead rows preloaded)\n\n"
                 + _table(["sweeper", "GET/s", "p50 ms", "p99 ms", "reclaimed rows/s"], sweeper_rows),

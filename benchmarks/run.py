@@ -44,6 +44,7 @@ from benchmarks.workloads import (
 )
 from kvstore.cluster import MariaDBInstance, PostgresInstance
 from kvstore.cluster.instance import DatabaseInstance
+from tests.support.server import ServerProcess
 
 RESULTS = Path(__file__).parent / "results"
 ENGINES = {"postgres": "PostgreSQL", "mysql": "MariaDB"}
@@ -117,14 +118,14 @@ def all_keys(plan: Plan, size: int) -> list[str]:
     return [key_name(size, index) for index in range(plan.keys)]
 
 
-def run_kvstore_workloads(plan: Plan, files: Files, url: str, settings: Any) -> list[Measurement]:
+def run_kvstore_workloads(plan: Plan, files: Files, server: ServerProcess, settings: Any) -> list[Measurement]:
     """Each workload through kvstore (wrk) and through the raw driver, back to back."""
     results = []
     for workload in plan.workloads():
         spec = wrk.LoadSpec(
-            "kv", url, files.kv_keys(workload), files.value(workload.value_size), workload.read_fraction
+            "kv", server.url, files.kv_keys(workload), files.value(workload.value_size), workload.read_fraction
         )
-        kv = wrk.run(spec, "kvstore", workload.name, workload.connections, plan.duration_s)
+        kv = on_server(server, spec, workload, plan.duration_s)
         ceiling = raw.run(
             settings,
             workload,
@@ -133,17 +134,28 @@ def run_kvstore_workloads(plan: Plan, files: Files, url: str, settings: Any) -> 
             plan.duration_s,
             int(RAW_MAX_OPS_PER_S * plan.duration_s),
         )
-        progress(f"  {workload.name}: kvstore {kv.per_second:,.0f}/s, raw {ceiling.per_second:,.0f}/s")
+        progress(
+            f"  {workload.name}: kvstore {kv.per_second:,.0f}/s ({kv.cpu_us_per_request} us CPU/req),"
+            f" raw {ceiling.per_second:,.0f}/s ({ceiling.cpu_us_per_request} us CPU/req)"
+        )
         results += [kv, ceiling]
     return results
 
 
-def run_floor(plan: Plan, url: str) -> list[Measurement]:
+def on_server(server: ServerProcess, spec: wrk.LoadSpec, workload: Workload, duration_s: float) -> Measurement:
+    """wrk against kvstore, counting the server's CPU time per request."""
+    assert server.process is not None
+    return wrk.run(spec, "kvstore", workload.name, workload.connections, duration_s, server.process.pid)
+
+
+def run_floor(plan: Plan, server: ServerProcess) -> list[Measurement]:
     """wrk against ``/healthz``: the HTTP stack alone, and proof wrk is not the bottleneck."""
-    spec = wrk.LoadSpec("fixed", url + "/healthz")
+    assert server.process is not None
+    spec = wrk.LoadSpec("fixed", server.url + "/healthz")
     results = []
     for connections in plan.connections:
-        results.append(wrk.run(spec, "http-floor", f"healthz c{connections}", connections, plan.duration_s))
+        workload = f"healthz c{connections}"
+        results.append(wrk.run(spec, "http-floor", workload, connections, plan.duration_s, server.process.pid))
         progress(f"  http floor c{connections}: {results[-1].per_second:,.0f}/s")
     return results
 
@@ -162,7 +174,7 @@ def run_replica_scaling(plan: Plan, files: Files, base: Path, work: Path, settin
             base, work / f"replicas-{replicas}.yaml", workers=plan.workers, sweeper=True, replicas=replicas > 0
         )
         with deployment.serving(config) as server:
-            kv = wrk.run(replace(spec, url=server.url), "kvstore", workload.name, workload.connections, plan.duration_s)
+            kv = on_server(server, replace(spec, url=server.url), workload, plan.duration_s)
         ceiling = raw.run(
             settings,
             workload,
@@ -192,7 +204,7 @@ def run_sweeper(plan: Plan, files: Files, base: Path, work: Path, settings: Any)
         )
         with deployment.serving(config) as server:
             before = asyncio.run(deployment.count(settings, "ttl <= ?"))
-            kv = wrk.run(replace(spec, url=server.url), "kvstore", workload.name, workload.connections, plan.duration_s)
+            kv = on_server(server, replace(spec, url=server.url), workload, plan.duration_s)
             after = asyncio.run(deployment.count(settings, "ttl <= ?"))
         key = "running" if sweeper else "stopped"
         figures[key] = kv.to_json() | {
@@ -250,8 +262,8 @@ def run_backend(plan: Plan, backend: str, files: Files, peer_results: list[Measu
                     warm.connections,
                     1,
                 )
-                floor = run_floor(plan, server.url)
-                measured = run_kvstore_workloads(plan, files, server.url, settings)
+                floor = run_floor(plan, server)
+                measured = run_kvstore_workloads(plan, files, server, settings)
             replicas = run_replica_scaling(plan, files, base, work, settings)
             sweeper = run_sweeper(plan, files, base, work, settings)
         progress(f"  sampling cost at {', '.join(f'{rows:,}' for rows in plan.sampling_rows)} rows")

@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.cpu import tree_cpu_s
 from benchmarks.measurement import Measurement
 
 SCRIPT = Path(__file__).parent / "lua" / "load.lua"
@@ -57,8 +58,14 @@ def command(spec: LoadSpec, connections: int, duration_s: float) -> list[str]:
     ]
 
 
-def run(spec: LoadSpec, target: str, workload: str, connections: int, duration_s: float) -> Measurement:
-    """One wrk run; raises with wrk's output when it did not report."""
+def run(
+    spec: LoadSpec, target: str, workload: str, connections: int, duration_s: float, server_pid: int | None = None
+) -> Measurement:
+    """One wrk run; raises with wrk's output when it did not report.
+
+    With ``server_pid`` it also reports that process tree's CPU time per request.
+    """
+    cpu_before = None if server_pid is None else tree_cpu_s(server_pid)
     completed = subprocess.run(
         command(spec, connections, duration_s),
         capture_output=True,
@@ -70,6 +77,9 @@ def run(spec: LoadSpec, target: str, workload: str, connections: int, duration_s
     if completed.returncode != 0 or not lines:
         raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stdout[-2000:]}{completed.stderr[-2000:]}")
     report = json.loads(lines[-1][len(_MARKER) :])
+    cpu_us = None
+    if cpu_before is not None and server_pid is not None and report["requests"]:
+        cpu_us = round(1e6 * (tree_cpu_s(server_pid) - cpu_before) / report["requests"], 1)
     errors = sum(report[name] for name in report if name.startswith("errors_"))
     return Measurement(
         target=target,
@@ -81,4 +91,5 @@ def run(spec: LoadSpec, target: str, workload: str, connections: int, duration_s
         p50_ms=report["p50_us"] / 1000,
         p99_ms=report["p99_us"] / 1000,
         tool="wrk",
+        cpu_us_per_request=cpu_us,
     )
