@@ -165,27 +165,37 @@ def read_only(plan: Plan) -> Workload:
 
 
 def run_replica_scaling(plan: Plan, files: Files, base: Path, work: Path, settings: Any) -> dict[str, Any]:
-    """The same read-only load with 1 replica per shard (reads on replicas) and with 0."""
-    workload = read_only(plan)
-    spec = wrk.LoadSpec("kv", "", files.kv_keys(workload), files.value(workload.value_size), 1.0)
-    figures: dict[str, Any] = {"workload": workload.name}
+    """Read-only and write-only loads with the shards' replicas (reads go there, writes return a
+    read-after token: one more round trip) and without them."""
+    reads = read_only(plan)
+    writes = replace(reads, mix="write-only")
+    figures: dict[str, Any] = {"workloads": [reads.name, writes.name]}
+    value = value_bytes(reads.value_size)
     for replicas in (plan.replicas, 0):
         config = deployment.variant(
             base, work / f"replicas-{replicas}.yaml", workers=plan.workers, sweeper=True, replicas=replicas > 0
         )
-        with deployment.serving(config) as server:
-            kv = on_server(server, replace(spec, url=server.url), workload, plan.duration_s)
-        ceiling = raw.run(
-            settings,
-            workload,
-            files.keys(workload),
-            b"",
-            plan.duration_s,
-            int(RAW_MAX_OPS_PER_S * plan.duration_s),
-            use_replicas=replicas > 0,
-        )
-        figures[f"replicas_{replicas}"] = {"kvstore": kv.to_json(), "raw": ceiling.to_json()}
-        progress(f"  replicas per shard {replicas}: kvstore {kv.per_second:,.0f}/s, raw {ceiling.per_second:,.0f}/s")
+        figures[f"replicas_{replicas}"] = per_workload = {}
+        for workload in (reads, writes):
+            spec = wrk.LoadSpec(
+                "kv", "", files.kv_keys(workload), files.value(workload.value_size), workload.read_fraction
+            )
+            with deployment.serving(config) as server:
+                kv = on_server(server, replace(spec, url=server.url), workload, plan.duration_s)
+            ceiling = raw.run(
+                settings,
+                workload,
+                files.keys(workload),
+                value,
+                plan.duration_s,
+                int(RAW_MAX_OPS_PER_S * plan.duration_s),
+                use_replicas=replicas > 0,
+            )
+            per_workload[workload.mix] = {"kvstore": kv.to_json(), "raw": ceiling.to_json()}
+            progress(
+                f"  {workload.mix}, {replicas} replica(s) per shard: kvstore {kv.per_second:,.0f}/s,"
+                f" raw {ceiling.per_second:,.0f}/s"
+            )
     return figures
 
 
