@@ -265,7 +265,8 @@ def markdown(doc: dict[str, Any], chart_name: str) -> str:
                 + _table(["target", "workload", "req/s", "p50 ms", "p99 ms", "server CPU us/req", "tool"], other_rows),
                 "## Replica read scaling\n\n"
                 + _table(["load", "kvstore req/s", "p99 ms", "kvstore CPU us/req", "raw req/s"], replica_rows),
-                f"## Sweeper ({doc['sweeper'].get('dead_rows_loaded', 0):,} dead rows preloaded)\n\n"
+                f"## Sweeper ({doc['sweeper'].get('dead_rows_loaded', 0):,} dead rows preloaded;"
+                " legs stopped, running, running, stopped)\n\n"
                 + _table(["sweeper", "GET/s", "p50 ms", "p99 ms", "reclaimed rows/s"], sweeper_rows),
                 "## Sampling cost per batch (sample(20), one call at a time)\n\n"
                 + _table(["rows", "mean ms", "p99 ms", "purge(20) mean ms"], sampling_rows),

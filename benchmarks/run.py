@@ -199,30 +199,49 @@ def run_replica_scaling(plan: Plan, files: Files, base: Path, work: Path, settin
     return figures
 
 
+SWEEPER_LEGS = (False, True, True, False)
+"""Sweeper stopped, running, running, stopped: drift over the section falls on both sides alike."""
+
+
 def run_sweeper(plan: Plan, files: Files, base: Path, work: Path, settings: Any) -> dict[str, Any]:
-    """Foreground GETs with the sweeper stopped, then while it reclaims ``--keys`` dead rows."""
+    """Foreground GETs with the sweeper stopped and while it reclaims ``--keys`` preloaded dead rows."""
     size = plan.value_sizes[0]
     dead_keys = [f"dead/{index:07d}" for index in range(plan.keys)]
     slots = iter(int(i) for i in key_indexes("uniform", 1 << 62, len(dead_keys)))
     asyncio.run(deployment.load(settings, deployment.expired_rows(dead_keys, value_bytes(size), slots)))
     workload = read_only(plan)
     spec = wrk.LoadSpec("kv", "", files.kv_keys(workload), files.value(size), 1.0)
-    figures: dict[str, Any] = {"workload": workload.name, "dead_rows_loaded": len(dead_keys)}
-    for sweeper in (False, True):
+    legs: dict[bool, list[tuple[Measurement, int]]] = {False: [], True: []}
+    for sweeper in SWEEPER_LEGS:
         config = deployment.variant(
             base, work / f"sweeper-{sweeper}.yaml", workers=plan.workers, sweeper=sweeper, replicas=True
         )
         with deployment.serving(config) as server:
             before = asyncio.run(deployment.count(settings, "ttl <= ?"))
-            kv = on_server(server, replace(spec, url=server.url), workload, plan.duration_s)
+            kv = on_server(server, replace(spec, url=server.url), workload, plan.duration_s / 2)
             after = asyncio.run(deployment.count(settings, "ttl <= ?"))
-        key = "running" if sweeper else "stopped"
-        figures[key] = kv.to_json() | {
-            "reclaimed_rows": before - after,
-            "reclaim_per_s": (before - after) / kv.duration_s,
-        }
-        progress(f"  sweeper {key}: {kv.per_second:,.0f} GET/s, p99 {kv.p99_ms:.2f} ms, reclaimed {before - after:,}")
+        legs[sweeper].append((kv, before - after))
+        state = "running" if sweeper else "stopped"
+        progress(f"  sweeper {state}: {kv.per_second:,.0f} GET/s, p99 {kv.p99_ms:.2f} ms, reclaimed {before - after:,}")
+    figures: dict[str, Any] = {"workload": workload.name, "dead_rows_loaded": len(dead_keys), "legs": "ABBA"}
+    for sweeper, runs in legs.items():
+        figures["running" if sweeper else "stopped"] = pooled(runs)
     return figures
+
+
+def pooled(runs: list[tuple[Measurement, int]]) -> dict[str, Any]:
+    """Legs of one state together: requests over time, the mean of their percentiles, rows reclaimed."""
+    seconds = sum(m.duration_s for m, _ in runs)
+    reclaimed = sum(rows for _, rows in runs)
+    return {
+        "per_second": round(sum(m.requests for m, _ in runs) / seconds, 1),
+        "p50_ms": round(sum(m.p50_ms for m, _ in runs) / len(runs), 3),
+        "p99_ms": round(sum(m.p99_ms for m, _ in runs) / len(runs), 3),
+        "errors": sum(m.errors for m, _ in runs),
+        "reclaimed_rows": reclaimed,
+        "reclaim_per_s": round(reclaimed / seconds, 1),
+        "legs": [m.to_json() for m, _ in runs],
+    }
 
 
 def run_sampling(plan: Plan, backend: str) -> list[dict[str, Any]]:
