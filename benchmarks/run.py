@@ -6,7 +6,7 @@ Per backend (PostgreSQL, then MariaDB) on a real ``kvstore cluster up`` cluster:
    target replays;
 2. for each workload, wrk against ``kvstore serve`` and the raw driver with the same concurrency,
    plus the HTTP floor (``/healthz`` on the same server) at every swept concurrency;
-3. replica read scaling (the same read-only load with and without the shards' replicas);
+3. replica scaling (the same read-only and write-only loads with and without the shards' replicas);
 4. the sweeper: foreground GETs with it stopped and while it reclaims preloaded dead rows;
 5. sampling cost per batch at ``--keys`` and 10 x ``--keys`` rows (``benchmarks.sweeper_costs``).
 
@@ -44,6 +44,7 @@ from benchmarks.workloads import (
 )
 from kvstore.cluster import MariaDBInstance, PostgresInstance
 from kvstore.cluster.instance import DatabaseInstance
+from kvstore.config import Settings
 from tests.support.server import ServerProcess
 
 RESULTS = Path(__file__).parent / "results"
@@ -89,7 +90,7 @@ class Files:
     """Key sequences and values on disk, as the wrk script reads them."""
 
     directory: Path
-    sequences: dict[str, list[str]] = field(default_factory=dict)  # distribution -> key suffixes (indexes)
+    sequences: dict[str, list[str]] = field(default_factory=dict)  # distribution -> key indexes
 
     def keys(self, workload: Workload) -> list[str]:
         return [key_name(workload.value_size, int(i)) for i in self.sequences[workload.distribution]]
@@ -118,7 +119,7 @@ def all_keys(plan: Plan, size: int) -> list[str]:
     return [key_name(size, index) for index in range(plan.keys)]
 
 
-def run_kvstore_workloads(plan: Plan, files: Files, server: ServerProcess, settings: Any) -> list[Measurement]:
+def run_kvstore_workloads(plan: Plan, files: Files, server: ServerProcess, settings: Settings) -> list[Measurement]:
     """Each workload through kvstore (wrk) and through the raw driver, back to back."""
     results = []
     for workload in plan.workloads():
@@ -164,7 +165,7 @@ def read_only(plan: Plan) -> Workload:
     return Workload("read-only", "uniform", plan.value_sizes[0], plan.main_connections)
 
 
-def run_replica_scaling(plan: Plan, files: Files, base: Path, work: Path, settings: Any) -> dict[str, Any]:
+def run_replica_scaling(plan: Plan, files: Files, base: Path, work: Path, settings: Settings) -> dict[str, Any]:
     """Read-only and write-only loads with the shards' replicas (reads go there, writes return a
     read-after token: one more round trip) and without them."""
     reads = read_only(plan)
@@ -203,7 +204,7 @@ SWEEPER_LEGS = (False, True, True, False)
 """Sweeper stopped, running, running, stopped: drift over the section falls on both sides alike."""
 
 
-def run_sweeper(plan: Plan, files: Files, base: Path, work: Path, settings: Any) -> dict[str, Any]:
+def run_sweeper(plan: Plan, files: Files, base: Path, work: Path, settings: Settings) -> dict[str, Any]:
     """Foreground GETs with the sweeper stopped and while it reclaims ``--keys`` preloaded dead rows."""
     size = plan.value_sizes[0]
     dead_keys = [f"dead/{index:07d}" for index in range(plan.keys)]

@@ -72,8 +72,8 @@ def key_indexes(distribution: str, keys: int, length: int = SEQUENCE_LENGTH) -> 
     weights = 1.0 / np.arange(1, keys + 1, dtype=np.float64) ** ZIPF_S
     cdf = np.cumsum(weights)
     ranks = np.searchsorted(cdf, rng.random(length) * cdf[-1])
-    order: np.ndarray = rng.permutation(keys)
-    return order[np.minimum(ranks, keys - 1)]
+    chosen: np.ndarray = rng.permutation(keys)[np.minimum(ranks, keys - 1)]
+    return chosen
 
 
 def hottest_share(indexes: np.ndarray, top: int = 10) -> float:
