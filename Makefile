@@ -6,23 +6,26 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DB_PACKAGES := postgresql mariadb-server-core mariadb-client
+# The benchmark's load generator and peers; the suite's smoke test of the harness needs them too.
+BENCH_PACKAGES := wrk etcd-server redis-server redis-tools
+BENCH_BINARIES := wrk etcd redis-server redis-benchmark redis-cli
 
 CLUSTER_DIR ?= .cluster
 
-.PHONY: setup run test lint format db-binaries cluster cluster-down clean
+.PHONY: setup run test lint format db-binaries bench-binaries bench bench-smoke cluster cluster-down clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
 
 run: setup
 	$(BIN)/kvstore serve
 
-test: setup db-binaries
+test: setup db-binaries bench-binaries
 	$(BIN)/pytest
 
 # A fresh local cluster (2 PostgreSQL shards x 1 streaming replica) and kvstore serving on it.
@@ -34,14 +37,23 @@ cluster: setup db-binaries
 cluster-down: setup
 	$(BIN)/kvstore cluster down --dir $(CLUSTER_DIR) --remove
 
+# kvstore against the raw driver, the HTTP floor, etcd and Redis, on PostgreSQL then MariaDB
+# (about 10 minutes): results in benchmarks/results/. BENCH_ARGS adds options, e.g. --keys 1000000.
+bench: setup db-binaries bench-binaries
+	$(BIN)/python -m benchmarks --backend both $(BENCH_ARGS)
+
+# The same harness, tiny and quick, into a scratch directory (the test suite runs it too).
+bench-smoke: setup db-binaries bench-binaries
+	$(BIN)/python -m benchmarks --backend postgres --smoke --out $$(mktemp -d)
+
 lint: setup
-	$(BIN)/ruff check kvstore tests
-	$(BIN)/ruff format --check kvstore tests
+	$(BIN)/ruff check kvstore tests benchmarks
+	$(BIN)/ruff format --check kvstore tests benchmarks
 	$(BIN)/mypy kvstore
 
 format: setup
-	$(BIN)/ruff format kvstore tests
-	$(BIN)/ruff check --fix kvstore tests
+	$(BIN)/ruff format kvstore tests benchmarks
+	$(BIN)/ruff check --fix kvstore tests benchmarks
 
 db-binaries: setup
 	@if ! $(BIN)/python -m kvstore.cluster; then \
@@ -52,6 +64,19 @@ db-binaries: setup
 	  else \
 	    echo "make test needs PostgreSQL and MariaDB server binaries: install them as root" \
 	         "(Debian/Ubuntu: apt-get install $(DB_PACKAGES))" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+bench-binaries:
+	@missing=""; for binary in $(BENCH_BINARIES); do command -v $$binary >/dev/null 2>&1 || missing="$$missing $$binary"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $(BENCH_PACKAGES) with apt-get (missing:$$missing)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_PACKAGES) >/dev/null; \
+	  else \
+	    echo "make bench and make test need$$missing: install them as root" \
+	         "(Debian/Ubuntu: apt-get install $(BENCH_PACKAGES))" >&2; \
 	    exit 1; \
 	  fi; \
 	fi

@@ -4,6 +4,7 @@ With ``--workers N`` the server sets ``PROMETHEUS_MULTIPROC_DIR`` before the wor
 and ``/metrics`` aggregates every worker's samples (prometheus_client's multiprocess mode).
 """
 
+import functools
 import os
 from typing import Protocol
 
@@ -71,6 +72,19 @@ SWEEPER_ACTIVE = Gauge(
     ["shard"],
     multiprocess_mode="livemax",
 )
+
+
+@functools.cache
+def _request_children(op: str, status: int) -> tuple[Counter, Histogram]:
+    """The labelled children for one (op, status): ``labels()`` takes a lock and builds a key each call."""
+    return HTTP_REQUESTS.labels(op, str(status)), HTTP_LATENCY.labels(op)
+
+
+def record_request(op: str, status: int, seconds: float) -> None:
+    """Count one HTTP request and observe its latency; ``op`` and ``status`` are bounded, so is the cache."""
+    counter, latency = _request_children(op, status)
+    counter.inc()
+    latency.observe(seconds)
 
 
 def record_sweep(shard: str, result: "SweepCounts", seconds: float, stale_estimate: float) -> None:

@@ -2,9 +2,11 @@
 
 MySQL has no ``RETURNING``, so each reporting write is sent as two statements in one round
 trip: the write, which stores the values it sets in session variables, then
-``SELECT ROW_COUNT(), @kv_ttl, @kv_version``. The upsert is ``INSERT … ON DUPLICATE KEY
-UPDATE`` with every assignment guarded by "the old row is dead"; ``ttl`` is assigned last
-because MySQL evaluates the assignments left to right against the partly updated row.
+``SELECT ROW_COUNT(), @kv_ttl, @kv_version``. MariaDB 10.5 and later accept ``INSERT …
+RETURNING``: there the unconditional PUT is one statement (detected when the node opens).
+The upsert is ``INSERT … ON DUPLICATE KEY UPDATE`` with every assignment guarded by "the old
+row is dead"; ``ttl`` is assigned last because MySQL evaluates the assignments left to right
+against the partly updated row.
 ``REPLACE INTO`` is no option: it deletes and re-inserts, so it cannot keep a live row and
 report that it did (needed for ``If-None-Match: *``) nor continue a version lineage.
 
@@ -16,6 +18,7 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -87,12 +90,34 @@ WRITES = WriteTemplates(
     ),
 )
 STATEMENTS = Statements.build(DIALECT, WRITES)
+# MariaDB >= 10.5: the upsert alone, reporting the row it left. ``@kv_live`` is 0 from the VALUES
+# clause (a fresh insert) unless the conflict branch records the replaced row's liveness.
+MARIADB_UPSERT = DIALECT.render(
+    "INSERT INTO store ({key}, value, ttl, version, sweep_slot)"
+    " VALUES (?, ?, CAST({expiry} AS SIGNED), {now_us} + 0 * (@kv_live := 0), ?)"
+    " ON DUPLICATE KEY UPDATE value = VALUES(value),"
+    " version = {greatest}(version + 1, VALUES(version)) + 0 * (@kv_live := ttl > {now_ms}),"
+    " sweep_slot = IF(VALUES(sweep_slot) IS NULL, NULL, COALESCE(sweep_slot, VALUES(sweep_slot))),"
+    " ttl = VALUES(ttl) RETURNING ttl, version, @kv_live"
+)
+_RETURNING_SINCE = (10, 5)
 
 # Client errors (2xxx) and server errors that mean the connection or server is gone:
 # 1040 too many connections, 1053 shutdown in progress, 1927 connection killed (MariaDB),
 # 2003 can't connect, 2006 server has gone away, 2013 lost connection during query.
 _UNAVAILABLE_ERRNOS = frozenset({1040, 1053, 1927, 2003, 2006, 2013, 2055})
 _TIMEOUT_ERRNOS = frozenset({1205, 3024, 1969})  # lock wait timeout, query execution interrupted
+
+
+def has_insert_returning(server_version: str) -> bool:
+    """Whether ``SELECT VERSION()`` names a MariaDB with ``INSERT … RETURNING`` (MySQL has none)."""
+    if "mariadb" not in server_version.lower():
+        return False
+    try:
+        major, minor = (int(part) for part in server_version.split("-", 1)[0].split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= _RETURNING_SINCE
 
 
 def connect_arguments(dsn: str) -> dict[str, Any]:
@@ -134,6 +159,7 @@ class MySQLNode(SqlNode):
         # The sweeper's own connection: its work never waits behind requests for a pooled one.
         self._background: aiomysql.Connection | None = None
         self._background_turn = asyncio.Lock()
+        self._upsert_returns = False  # MariaDB >= 10.5: the upsert reports its row itself (see open)
         self._session = {
             "connect_timeout": pool.connect_timeout_s,
             "autocommit": True,
@@ -156,6 +182,10 @@ class MySQLNode(SqlNode):
             )
         except (OSError, pymysql.MySQLError, TimeoutError) as error:
             raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
+        version = await self._fetch_one("SELECT VERSION()", ())
+        self._upsert_returns = version is not None and has_insert_returning(str(version[0]))
+        if self._upsert_returns:
+            self.statements = replace(STATEMENTS, upsert=MARIADB_UPSERT)
 
     async def close(self, timeout_s: float) -> None:
         if self._background is not None:
@@ -190,6 +220,9 @@ class MySQLNode(SqlNode):
     async def _upsert(self, sql: str, params: Params) -> tuple[int, int, bool]:
         async with self._cursor(write=True) as cursor:
             await cursor.execute(sql, params)
+            if self._upsert_returns:
+                ttl, version, replaced_live = await cursor.fetchone()
+                return int(ttl), int(version), not int(replaced_live)
             await cursor.nextset()
             changed, ttl, version, replaced_live = await cursor.fetchone()
         return int(ttl), int(version), changed == 1 or not replaced_live

@@ -50,6 +50,8 @@ def key_from(request: Request) -> str:
 def query(request: Request, allowed: frozenset[str]) -> dict[str, str]:
     """Query parameters, refusing unknown or repeated ones (a typo must not pass silently)."""
     params: dict[str, str] = {}
+    if not request.scope["query_string"]:  # the common case: nothing to parse
+        return params
     for name, value in request.query_params.multi_items():
         if name not in allowed:
             expected = ", ".join(sorted(allowed)) or "none"
