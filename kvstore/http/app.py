@@ -8,6 +8,7 @@ pools within ``graceful_shutdown_s``.
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
@@ -112,6 +113,10 @@ def create_app(settings: Settings) -> ASGIApp:
         for shard in list(router.shards.values()):
             await start_background(shard)
         lifecycle.background.append(asyncio.create_task(router.watch(stop, start_background)))
+        # Everything alive now (modules, pools, the app) lives as long as the process: moved out of
+        # the collector's reach, full collections stop walking it on every request burst.
+        gc.collect()
+        gc.freeze()
         lifecycle.ready = True
         log.info(
             "serving",
