@@ -132,7 +132,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
 
 
 def parse_settings(document: Any, environ: Mapping[str, str], base_dir: Path, source: Path | None = None) -> Settings:
-    specs = _portable_specs(document.get("shards") if isinstance(document, dict) else None, base_dir)
+    raw_shards = document.get("shards") if isinstance(document, dict) else None
     document = _interpolate(document, environ, "")
     root = _mapping(document, "config")
     _reject_unknown(root, {"server", "shards", "ring", "sweeper", "auth"}, "")
@@ -146,6 +146,7 @@ def parse_settings(document: Any, environ: Mapping[str, str], base_dir: Path, so
     _reject_unknown(ring, {"vnodes_per_weight"}, "ring.")
     vnodes = _integer(ring.get("vnodes_per_weight", DEFAULT_VNODES_PER_WEIGHT), "ring.vnodes_per_weight", 1)
     shards = _shard_list(root.get("shards"), base_dir)
+    specs = _portable_specs(raw_shards, shards)
     tokens = _tokens(_mapping(root.get("auth", {}), "auth"))
     return Settings(
         server=server,
@@ -166,18 +167,18 @@ def parse_shard_specs(specs: Any, environ: Mapping[str, str], origin: str) -> tu
         raise ConfigError(f"{origin}: {error}") from None
 
 
-def _portable_specs(raw: Any, base_dir: Path) -> tuple[Mapping[str, Any], ...]:
-    """The shard list before interpolation; validated later, with the interpolated one."""
-    if not isinstance(raw, list):
-        return ()
+def _portable_specs(raw: Any, shards: tuple[ShardSettings, ...]) -> tuple[Mapping[str, Any], ...]:
+    """The validated shards with their locations as written: ``${ENV}`` references in DSNs stay
+    unexpanded (a secret in the environment never travels), SQLite paths are made absolute."""
     specs = []
-    for item in raw:
-        if not isinstance(item, dict):
-            return ()
-        spec = dict(item)
-        primary = spec.get("primary")
-        if spec.get("backend") == "sqlite" and isinstance(primary, str) and "${" not in primary:
-            spec["primary"] = str((base_dir / primary).resolve())
+    for item, shard in zip(raw, shards, strict=True):
+        spec: dict[str, Any] = {"name": shard.name, "backend": shard.backend, "weight": shard.weight}
+        spec["primary"] = shard.primary if shard.backend == "sqlite" else item["primary"]
+        if shard.replicas:
+            spec["replicas"] = list(item["replicas"])
+        for pool in ("pool_min_size", "pool_max_size"):
+            if getattr(shard, pool) is not None:
+                spec[pool] = getattr(shard, pool)
         specs.append(spec)
     return tuple(specs)
 

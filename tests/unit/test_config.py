@@ -139,3 +139,24 @@ def test_sweeper_settings_and_their_checks() -> None:
         parse({"shards": [shard()], "sweeper": {"stale_threshold": 1.5}})
     with pytest.raises(ConfigError, match=r"sweeper\.cycle_budget_ms"):
         parse({"shards": [shard()], "sweeper": {"cycle_budget_ms": 200, "tick_ms": 100}})
+
+
+def test_shard_specs_for_the_ring_record_keep_secrets_as_references() -> None:
+    """What a ring record carries: names and weights as front ends route by them, DSNs as written."""
+    document = {
+        "shards": [
+            {
+                "name": "${NAME}",
+                "backend": "postgres",
+                "primary": "postgresql://kv:${PGPASSWORD}@db0/kv",
+                "weight": "${W}",
+            },
+            {"name": "s1", "backend": "sqlite", "primary": "data/s1.db"},
+        ]
+    }
+    settings = parse_settings(document, {"NAME": "s0", "PGPASSWORD": "hunter2", "W": "2"}, Path("/srv/kv"))
+    assert settings.shard_specs == (
+        {"name": "s0", "backend": "postgres", "weight": 2, "primary": "postgresql://kv:${PGPASSWORD}@db0/kv"},
+        {"name": "s1", "backend": "sqlite", "weight": 1, "primary": "/srv/kv/data/s1.db"},
+    )
+    assert "hunter2" not in repr(settings.shard_specs)
