@@ -127,6 +127,14 @@ def test_verify_finds_a_key_planted_on_the_wrong_shard(tmp_path: Path, request: 
     assert human.returncode == 1 and "NOT CLEAN" in human.stdout and planted in human.stdout
 
 
+def wait_for_phase(client: httpx.Client, phase: str) -> None:
+    """Until the front end routes by a ring record in ``phase`` (it polls every 0.2 s here)."""
+    deadline = time.monotonic() + 10
+    while client.get("/readyz").json()["ring"]["phase"] != phase:
+        assert time.monotonic() < deadline, f"the front end did not follow the ring record to {phase}"
+        time.sleep(0.05)
+
+
 def test_abort_returns_to_the_old_ring_with_every_write(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     old = new_shards("s", "sqlite", 2, tmp_path, request)
     new = [*old, *new_shards("s", "sqlite", 1, tmp_path, request, start=2)]
@@ -139,6 +147,7 @@ def test_abort_returns_to_the_old_ring_with_every_write(tmp_path: Path, request:
                 assert client.put(f"/v1/kv/{key}", content=b"before").status_code == 201
             started = kvstore("reshard", "start", "--config", str(config), "--to", str(target))
             assert started.returncode == 0, started.stderr
+            wait_for_phase(client, "copying")
 
             old_ring, new_ring = ring(old), ring(new)
             moving = [key for key in keys if old_ring.owner(key) != new_ring.owner(key)]
@@ -155,7 +164,7 @@ def test_abort_returns_to_the_old_ring_with_every_write(tmp_path: Path, request:
             assert aborted.returncode == 0, aborted.stderr
             assert json.loads(aborted.stdout)["phase"] == "stable"
             assert json.loads(aborted.stdout)["shards"] == ["s0", "s1"]
-            time.sleep(1)  # the front end follows within its poll interval
+            wait_for_phase(client, "stable")
 
             for key in keys + born:
                 response = client.get(f"/v1/kv/{key}")
