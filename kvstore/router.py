@@ -41,19 +41,14 @@ class Router:
 
     def route(self, key: str) -> Route:
         placement = self.topology.place(key)
-        if self._confirmed_at is not None:
-            silent_s = time.monotonic() - self._confirmed_at
-            if silent_s > self.settings.server.ring_lease_s:
-                raise ShardUnavailable(
-                    placement.owner,
-                    f"no shard confirmed the ring for {silent_s:.1f} s; refusing to route by a ring that may be stale",
-                )
+        if not self.lease_held():
+            silent_s = time.monotonic() - (self._confirmed_at or 0.0)
+            raise ShardUnavailable(
+                placement.owner,
+                f"no shard confirmed the ring for {silent_s:.1f} s; refusing to route by a ring that may be stale",
+            )
         fallback = None if placement.fallback is None else self.shards[placement.fallback]
         return Route(self.shards[placement.owner], fallback, placement.writable)
-
-    def shard_for(self, key: str) -> Shard:
-        """The shard that owns ``key`` now (during a migration: its new owner)."""
-        return self.route(key).owner
 
     def may_purge(self, shard: str) -> Callable[[str], bool]:
         """The sweeper's guard for ``shard``: whether a dead row may be hard-deleted now."""
@@ -64,6 +59,7 @@ class Router:
         return allowed
 
     def lease_held(self) -> bool:
+        """False once a kept-fresh router has heard no ring record for ``ring_lease_s``."""
         if self._confirmed_at is None:
             return True
         return time.monotonic() - self._confirmed_at <= self.settings.server.ring_lease_s

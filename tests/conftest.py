@@ -110,6 +110,11 @@ def fresh_location(backend: str, request: pytest.FixtureRequest, tmp_path: Path)
     if backend == "sqlite":
         return str(tmp_path / "fresh.db")
     instance = request.getfixturevalue("postgres_instances" if backend == "postgres" else "mariadb_instances")[0]
+    return empty_database(instance)
+
+
+def empty_database(instance: DatabaseInstance) -> str:
+    """The DSN of a new, empty database on one of the session's server instances."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     instance.sql(f"CREATE DATABASE {name}")
     return str(instance.dsn(database=name))

@@ -8,7 +8,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
@@ -81,7 +81,7 @@ async def open_fleet(settings: Settings, target: Settings | None = None) -> Asyn
         await router.close(5.0)
 
 
-async def _open_all(shards: Any) -> None:
+async def _open_all(shards: Iterable[Shard]) -> None:
     for shard in shards:
         await shard.open()
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kvstore.backends.base import StoredRow
-from kvstore.reshard.state import RingRecord
+from kvstore.reshard.state import RingRecord, Topology
 from kvstore.shard import Shard
 
 EXAMPLES = 10
@@ -53,19 +53,20 @@ class VerifyReport:
 
 async def verify(shards: Mapping[str, Shard], record: RingRecord, batch: int) -> VerifyReport:
     report = VerifyReport()
+    topology = Topology.of(record)  # both rings, built once
     for name in record.shard_names():
         after = ""
         while rows := await shards[name].primary.scan_rows(after, batch):
             after = rows[-1].key
             report.scanned += len(rows)
-            await _check_batch(shards, record, name, rows, report)
+            await _check_batch(shards, topology, name, rows, report)
     return report
 
 
 async def _check_batch(
-    shards: Mapping[str, Shard], record: RingRecord, shard: str, rows: list[StoredRow], report: VerifyReport
+    shards: Mapping[str, Shard], topology: Topology, shard: str, rows: list[StoredRow], report: VerifyReport
 ) -> None:
-    ring, previous = record.ring(), record.previous_ring()
+    ring, previous = topology.ring, topology.previous
     copies: dict[str, list[StoredRow]] = {}
     for row in rows:
         owner = ring.owner(row.key)

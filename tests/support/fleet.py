@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from kvstore.ring import HashRing, RingNode
-from tests.conftest import SERVER_KINDS, require
+from tests.conftest import SERVER_KINDS, empty_database, require
 from tests.support import rawdb
 
 # Short timings keep the write pause of `reshard start` (lease + poll + request timeout + 1 s) at about 4 s.
@@ -46,13 +46,7 @@ def _empty_databases(backend: str, count: int, tmp_path: Path, request: pytest.F
         return [str(tmp_path / f"{uuid.uuid4().hex[:8]}.db") for _ in range(count)]
     require(SERVER_KINDS[backend][1])
     instances = request.getfixturevalue("postgres_instances" if backend == "postgres" else "mariadb_instances")
-    found = []
-    for index in range(count):
-        instance = instances[index % len(instances)]
-        name = f"r_{uuid.uuid4().hex[:16]}"
-        instance.sql(f"CREATE DATABASE {name}")
-        found.append(str(instance.dsn(database=name)))
-    return found
+    return [empty_database(instances[index % len(instances)]) for index in range(count)]
 
 
 def write_config(path: Path, shards: list[Shard]) -> Path:
