@@ -35,6 +35,15 @@ class Row:
 
 
 @dataclass(frozen=True, slots=True)
+class Put:
+    """One unconditional write of a batch (``Node.put_many``); ``ttl_ms=None`` means no expiry."""
+
+    key: str
+    value: bytes
+    ttl_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredRow:
     """A row as stored, whatever its state: what resharding moves between nodes unchanged.
 
@@ -100,6 +109,19 @@ class Node(ABC):
     @abstractmethod
     async def put(self, key: str, value: bytes, ttl_ms: int | None) -> tuple[Row, bool]:
         """Write ``key`` whatever its state: ``(row, created)``, created meaning no live row was there."""
+
+    @abstractmethod
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Row]:
+        """The live rows (with values) of those ``keys`` that have one, in one statement."""
+
+    @abstractmethod
+    async def put_many(self, writes: Sequence[Put]) -> list[tuple[Row, bool]]:
+        """``put`` for each write, as one statement where the engine can: results in the writes' order.
+
+        The keys must be distinct (an engine may refuse to touch a row twice in one statement) and
+        should be sorted, so that concurrent batches lock rows in one order and never deadlock.
+        Atomic: when it raises, none of the writes was applied (unless the connection was lost).
+        """
 
     @abstractmethod
     async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:

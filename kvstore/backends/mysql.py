@@ -15,8 +15,9 @@ either of which would make two different keys collide.
 """
 
 import asyncio
+import functools
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -25,8 +26,17 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import aiomysql
 import pymysql
 
-from kvstore.backends.base import ReplicaState, SweeperLock
-from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode, Statements, WriteTemplates
+from kvstore.backends.base import Put, ReplicaState, Row, SweeperLock
+from kvstore.backends.sql import (
+    Dialect,
+    Params,
+    PoolSettings,
+    SqlNode,
+    Statements,
+    WriteTemplates,
+    sweep_slot,
+    values_rows,
+)
 from kvstore.errors import ShardTimeout, ShardUnavailable, describe
 
 DIALECT = Dialect(
@@ -91,15 +101,26 @@ WRITES = WriteTemplates(
 )
 STATEMENTS = Statements.build(DIALECT, WRITES)
 # MariaDB >= 10.5: the upsert alone, reporting the row it left. ``@kv_live`` is 0 from the VALUES
-# clause (a fresh insert) unless the conflict branch records the replaced row's liveness.
-MARIADB_UPSERT = DIALECT.render(
-    "INSERT INTO store ({key}, value, ttl, version, sweep_slot)"
-    " VALUES (?, ?, CAST({expiry} AS SIGNED), {now_us} + 0 * (@kv_live := 0), ?)"
+# clause (a fresh insert) unless the conflict branch records the replaced row's liveness. MariaDB
+# fills, writes and returns one row after another, so in a multi-row batch each row's RETURNING
+# sees the ``@kv_live`` of its own row.
+_UPSERT_ROW = "(?, ?, CAST({expiry} AS SIGNED), {now_us} + 0 * (@kv_live := 0), ?)"
+_UPSERT_RETURNING = (
     " ON DUPLICATE KEY UPDATE value = VALUES(value),"
     " version = {greatest}(version + 1, VALUES(version)) + 0 * (@kv_live := ttl > {now_ms}),"
     " sweep_slot = IF(VALUES(sweep_slot) IS NULL, NULL, COALESCE(sweep_slot, VALUES(sweep_slot))),"
-    " ttl = VALUES(ttl) RETURNING ttl, version, @kv_live"
+    " ttl = VALUES(ttl) RETURNING {key}, ttl, version, @kv_live"
 )
+_UPSERT_INTO = "INSERT INTO store ({key}, value, ttl, version, sweep_slot) VALUES "
+MARIADB_UPSERT = DIALECT.render(_UPSERT_INTO + _UPSERT_ROW + _UPSERT_RETURNING)
+
+
+@functools.lru_cache(maxsize=256)
+def mariadb_upsert_many(count: int) -> str:
+    """The multi-row upsert for ``count`` rows (cached: batch sizes repeat)."""
+    return DIALECT.render(_UPSERT_INTO + values_rows(count, _UPSERT_ROW) + _UPSERT_RETURNING)
+
+
 _RETURNING_SINCE = (10, 5)
 
 # Client errors (2xxx) and server errors that mean the connection or server is gone:
@@ -221,11 +242,24 @@ class MySQLNode(SqlNode):
         async with self._cursor(write=True) as cursor:
             await cursor.execute(sql, params)
             if self._upsert_returns:
-                ttl, version, replaced_live = await cursor.fetchone()
+                _, ttl, version, replaced_live = await cursor.fetchone()
                 return int(ttl), int(version), not int(replaced_live)
             await cursor.nextset()
             changed, ttl, version, replaced_live = await cursor.fetchone()
         return int(ttl), int(version), changed == 1 or not replaced_live
+
+    async def put_many(self, writes: Sequence[Put]) -> list[tuple[Row, bool]]:
+        if not self._upsert_returns:
+            return await super().put_many(writes)
+        params = [cell for write in writes for cell in (write.key, write.value, write.ttl_ms, sweep_slot(write.ttl_ms))]
+        async with self._cursor(write=True) as cursor:
+            await cursor.execute(mariadb_upsert_many(len(writes)), params)
+            rows = await cursor.fetchall()
+        results = {
+            key.decode(): (Row.from_columns(int(ttl), int(version)), not int(replaced_live))
+            for key, ttl, version, replaced_live in rows
+        }
+        return [results[write.key] for write in writes]
 
     async def _write(self, sql: str, params: Params, *, background: bool = False) -> int:
         async with self._cursor(write=True, background=background) as cursor:

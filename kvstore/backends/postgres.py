@@ -2,15 +2,15 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
 import asyncpg
 
-from kvstore.backends.base import SweeperLock
-from kvstore.backends.sql import STANDARD_WRITES, Dialect, Params, PoolSettings, SqlNode, Statements
+from kvstore.backends.base import PERSISTENT_TTL, Put, Row, SweeperLock
+from kvstore.backends.sql import STANDARD_WRITES, Dialect, Params, PoolSettings, SqlNode, Statements, sweep_slot
 from kvstore.errors import ShardTimeout, ShardUnavailable, describe
 
 _EPOCH = "extract(epoch from clock_timestamp())"
@@ -22,6 +22,8 @@ DIALECT = Dialect(
     now_us=f"floor({_EPOCH} * 1000000)::bigint",
     greatest="GREATEST",
     placeholder="$",
+    key_list="= ANY(?)",
+    array_keys=True,
     integer_param="?::bigint",
     # The insert position, not the write position: with synchronous_commit=off a commit record can be
     # inserted but not yet written when the write returns, and the write position would come before it.
@@ -53,13 +55,25 @@ DIALECT = Dialect(
 # conflict branch records whether that row was live in a transaction-local setting (gone when
 # the statement's implicit transaction ends) while computing the version; a fresh insert is
 # recognised by xmax = 0.
-UPSERT = (
-    "INSERT INTO store AS s (key, value, ttl, version, sweep_slot) VALUES (?, ?, {expiry}, {now_us}, ?)"
+_REPLACE_RECORDING_LIVENESS = (
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value, ttl = excluded.ttl,"
     " version = GREATEST(s.version + 1, excluded.version)"
     " + length(set_config('kvstore.replaced_live', (s.ttl > {now_ms})::text, true)) * 0,"
     " sweep_slot = CASE WHEN excluded.sweep_slot IS NULL THEN NULL ELSE COALESCE(s.sweep_slot, excluded.sweep_slot) END"
-    " RETURNING ttl, version, xmax = 0, current_setting('kvstore.replaced_live', true)"
+)
+UPSERT = (
+    "INSERT INTO store AS s (key, value, ttl, version, sweep_slot) VALUES (?, ?, {expiry}, {now_us}, ?)"
+    + _REPLACE_RECORDING_LIVENESS
+    + " RETURNING ttl, version, xmax = 0, current_setting('kvstore.replaced_live', true)"
+)
+# The batch form: one array per column. PostgreSQL computes RETURNING for each row right after
+# inserting or updating it, so the setting read there is the one this row's conflict branch wrote.
+UPSERT_MANY = DIALECT.render(
+    "INSERT INTO store AS s (key, value, ttl, version, sweep_slot)"
+    f" SELECT u.key, u.value, COALESCE({{now_ms}} + u.ttl_ms, {PERSISTENT_TTL}), {{now_us}}, u.slot"
+    " FROM unnest(?::varchar[], ?::bytea[], ?::bigint[], ?::bigint[]) AS u(key, value, ttl_ms, slot)"
+    + _REPLACE_RECORDING_LIVENESS
+    + " RETURNING key, ttl, version, xmax = 0, current_setting('kvstore.replaced_live', true)"
 )
 STATEMENTS = Statements.build(DIALECT, replace(STANDARD_WRITES, upsert=UPSERT))
 
@@ -144,6 +158,21 @@ class PostgresNode(SqlNode):
         async with self._connection(write=True) as connection:
             ttl, version, inserted, replaced_live = await connection.fetchrow(sql, *params)
         return ttl, version, inserted or replaced_live != "true"
+
+    async def put_many(self, writes: Sequence[Put]) -> list[tuple[Row, bool]]:
+        columns = (
+            [write.key for write in writes],
+            [write.value for write in writes],
+            [write.ttl_ms for write in writes],
+            [sweep_slot(write.ttl_ms) for write in writes],
+        )
+        async with self._connection(write=True) as connection:
+            rows = await connection.fetch(UPSERT_MANY, *columns)
+        results = {
+            key: (Row.from_columns(ttl, version), inserted or replaced_live != "true")
+            for key, ttl, version, inserted, replaced_live in rows
+        }
+        return [results[write.key] for write in writes]
 
     async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
         async with self._connection(write=False, background=background) as connection:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, Node, ReplicaState, Row, StoredRow, TableStats
+from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, Node, Put, ReplicaState, Row, StoredRow, TableStats
 from kvstore.errors import SchemaError, ShardError, ShardTimeout
 
 Params = Sequence[Any]
@@ -60,6 +60,10 @@ class Dialect:
         " version = excluded.version, sweep_slot = excluded.sweep_slot"
     )
     placeholder: str = "?"  # "?", "%s", or "$" for PostgreSQL's numbered $1, $2, ...
+    # ``key IN (…)`` for a list of keys; PostgreSQL binds them as one array (``= ANY(?)``), so a
+    # batch of any size is one prepared statement.
+    key_list: str = "IN ({keys})"
+    array_keys: bool = False
     integer_param: str = "?"  # a parameter whose type the engine cannot infer from its context
 
     def render(self, template: str, **fragments: str) -> str:
@@ -87,20 +91,21 @@ class Dialect:
 
 
 GET = "SELECT value, ttl, version FROM store WHERE {key} = ? AND ttl > {now_ms}"
+GET_MANY = "SELECT {key}, value, ttl, version FROM store WHERE {key} {keys} AND ttl > {now_ms}"
 SOFT_DELETE = (
     "UPDATE store SET ttl = -1, version = {next_version}, sweep_slot = COALESCE(sweep_slot, ?)"
     " WHERE {key} = ? AND ttl > {now_ms}{check}"
 )
 PROBE_COLUMNS = "SELECT {key}, value, ttl, version, sweep_slot FROM store WHERE 1 = 0"
 SAMPLE = "SELECT {key}, ttl <= {now_ms} FROM store WHERE sweep_slot >= ? ORDER BY sweep_slot LIMIT ?"
-PURGE = "DELETE FROM store WHERE {key} IN ({keys}) AND ttl <= {now_ms}"
+PURGE = "DELETE FROM store WHERE {key} {keys} AND ttl <= {now_ms}"
 SCAN_KEYS = "SELECT {key} FROM store WHERE {key} > ? ORDER BY {key} LIMIT ?"
 READ_SCHEMA_VERSION = "SELECT value FROM kvstore_meta WHERE name = 'schema_version'"
 UPGRADE_SCHEMA_VERSION = "UPDATE kvstore_meta SET value = ? WHERE name = 'schema_version' AND value = ?"
-FETCH_ROWS = "SELECT {key}, value, ttl, version, ttl > {now_ms} FROM store WHERE {key} IN ({keys})"
+FETCH_ROWS = "SELECT {key}, value, ttl, version, ttl > {now_ms} FROM store WHERE {key} {keys}"
 SCAN_ROWS = "SELECT {key}, value, ttl, version, 1 FROM store WHERE {key} > ? AND ttl > {now_ms} ORDER BY {key} LIMIT ?"
 IMPORT_ROWS = "INSERT INTO store ({key}, value, ttl, version, sweep_slot) VALUES {rows} {conflict}"
-REMOVE = "DELETE FROM store WHERE {key} IN ({keys})"
+REMOVE = "DELETE FROM store WHERE {key} {keys}"
 READ_STATE = "SELECT epoch, value FROM kvstore_state WHERE name = ?"
 CREATE_STATE = "INSERT INTO kvstore_state (name, epoch, value) VALUES (?, ?, ?) {conflict}"
 UPDATE_STATE = "UPDATE kvstore_state SET epoch = ?, value = ? WHERE name = ? AND epoch = ?"
@@ -230,15 +235,22 @@ class SqlNode(Node):
         row = await self._fetch_one(self.statements.get, (key,))
         return None if row is None else Row.from_columns(row[1], row[2], bytes(row[0]))
 
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Row]:
+        statement = keyed_statement(self.dialect, GET_MANY, len(keys))
+        rows = await self._fetch_all(statement, key_params(self.dialect, keys))
+        return {key: Row.from_columns(ttl, version, bytes(value)) for key, value, ttl, version in rows}
+
+    async def put_many(self, writes: Sequence[Put]) -> list[tuple[Row, bool]]:
+        """One ``put`` after another; dialects with a multi-row upsert that reports each row override it."""
+        return [await self.put(write.key, write.value, write.ttl_ms) for write in writes]
+
     async def _upsert(self, sql: str, params: Params) -> tuple[int, int, bool]:
         """Run the dialect's upsert: ``(ttl, version, created)``. Only dialects with one call it."""
         raise NotImplementedError(f"{self.dialect.name} has no single-statement upsert")
 
     async def put(self, key: str, value: bytes, ttl_ms: int | None) -> tuple[Row, bool]:
         if self.statements.upsert is not None:
-            ttl, version, created = await self._upsert(
-                self.statements.upsert, (key, value, ttl_ms, _sweep_slot(ttl_ms))
-            )
+            ttl, version, created = await self._upsert(self.statements.upsert, (key, value, ttl_ms, sweep_slot(ttl_ms)))
             return Row.from_columns(ttl, version), created
         # Replace the live row, else create one; each step is atomic, and if a concurrent writer
         # changes the key between the two the pair is simply tried again.
@@ -252,16 +264,16 @@ class SqlNode(Node):
         raise self.failure(ShardTimeout, "the key changed under every attempt to write it; try again")
 
     async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:
-        slot = _sweep_slot(ttl_ms)
+        slot = sweep_slot(ttl_ms)
         if if_version is None:
             return await self._row(self.statements.replace, (value, ttl_ms, slot, slot, key))
         return await self._row(self.statements.replace_if_version, (value, ttl_ms, slot, slot, key, if_version))
 
     async def create(self, key: str, value: bytes, ttl_ms: int | None) -> Row | None:
-        return await self._row(self.statements.create, (key, value, ttl_ms, _sweep_slot(ttl_ms)))
+        return await self._row(self.statements.create, (key, value, ttl_ms, sweep_slot(ttl_ms)))
 
     async def touch(self, key: str, ttl_ms: int | None, if_version: int | None) -> Row | None:
-        slot = _sweep_slot(ttl_ms)
+        slot = sweep_slot(ttl_ms)
         if if_version is None:
             return await self._row(self.statements.touch, (ttl_ms, slot, slot, key))
         return await self._row(self.statements.touch_if_version, (ttl_ms, slot, slot, key, if_version))
@@ -282,7 +294,8 @@ class SqlNode(Node):
     async def purge(self, keys: Sequence[str]) -> int:
         if not keys:
             return 0
-        return await self._write(_keyed_statement(self.dialect, PURGE, len(keys)), tuple(keys), background=True)
+        statement = keyed_statement(self.dialect, PURGE, len(keys))
+        return await self._write(statement, key_params(self.dialect, keys), background=True)
 
     async def scan_keys(self, after: str, limit: int) -> list[str]:
         return [row[0] for row in await self._fetch_all(self.statements.scan_keys, (after, limit), background=True)]
@@ -290,7 +303,8 @@ class SqlNode(Node):
     async def fetch_rows(self, keys: Sequence[str]) -> list[StoredRow]:
         if not keys:
             return []
-        rows = await self._fetch_all(_keyed_statement(self.dialect, FETCH_ROWS, len(keys)), tuple(keys))
+        statement = keyed_statement(self.dialect, FETCH_ROWS, len(keys))
+        rows = await self._fetch_all(statement, key_params(self.dialect, keys))
         return [_stored_row(row) for row in rows]
 
     async def scan_rows(self, after: str, limit: int) -> list[StoredRow]:
@@ -318,7 +332,8 @@ class SqlNode(Node):
     async def remove(self, keys: Sequence[str]) -> int:
         if not keys:
             return 0
-        return await self._write(_keyed_statement(self.dialect, REMOVE, len(keys)), tuple(keys), background=True)
+        statement = keyed_statement(self.dialect, REMOVE, len(keys))
+        return await self._write(statement, key_params(self.dialect, keys), background=True)
 
     async def read_state(self, name: str) -> tuple[int, str] | None:
         row = await self._fetch_one(self.statements.read_state, (name,))
@@ -413,10 +428,24 @@ class SqlNode(Node):
         return None if row is None else Row.from_columns(int(row[0]), int(row[1]))
 
 
-@functools.lru_cache(maxsize=256)
-def _keyed_statement(dialect: Dialect, template: str, count: int) -> str:
-    """``template`` with its ``{keys}`` list sized for ``count`` keys (cached: batches repeat sizes)."""
-    return dialect.render(template, keys=", ".join("?" * count))
+def keyed_statement(dialect: Dialect, template: str, count: int) -> str:
+    """``template`` with its ``{keys}`` list sized for ``count`` keys (one size fits all with arrays)."""
+    return _render_key_list(dialect, template, 1 if dialect.array_keys else count)
+
+
+@functools.lru_cache(maxsize=512)
+def _render_key_list(dialect: Dialect, template: str, count: int) -> str:
+    return dialect.render(template, keys=dialect.key_list.format(keys=", ".join("?" * count)))
+
+
+def key_params(dialect: Dialect, keys: Sequence[str]) -> Params:
+    """The parameters that fill a ``{keys}`` list: the keys themselves, or one array of them."""
+    return (list(keys),) if dialect.array_keys else tuple(keys)
+
+
+def values_rows(count: int, row: str) -> str:
+    """``row, row, …`` for a multi-row ``VALUES`` list."""
+    return ", ".join([row] * count)
 
 
 @functools.lru_cache(maxsize=128)
@@ -443,7 +472,7 @@ def _random_slot() -> int:
     return random.randrange(SLOT_SPACE)
 
 
-def _sweep_slot(ttl_ms: int | None) -> int | None:
+def sweep_slot(ttl_ms: int | None) -> int | None:
     """A random position for the sweeper's index, or None for a persistent row (never sampled).
 
     A row that already has a slot keeps it (the SQL coalesces), so rewriting an expiring key does

@@ -1,23 +1,28 @@
 """SQLite through aiosqlite: the embedded default, so ``make run`` needs no server.
 
-One connection per shard and process for requests, one more for the sweeper (so that its
-deletes never queue foreground reads; WAL lets them run side by side), in autocommit mode,
-WAL journal and a busy timeout so that several ``--workers`` processes share the file safely.
+Three connections per shard and process, in autocommit mode: one for reads, one for writes and
+one for the sweeper, so that neither writes nor the sweeper's deletes queue foreground reads (WAL
+lets them run side by side), and so that a batch's transaction on the writer is never seen, half
+done, by a read. A WAL journal and a busy timeout let several ``--workers`` processes share the
+file safely.
 ``synchronous=FULL`` makes a committed write survive power loss, which is what a 2xx PUT promises.
 """
 
+import asyncio
+import contextlib
 import fcntl
+import functools
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from kvstore.backends.base import SweeperLock
-from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode
+from kvstore.backends.base import Put, Row, SweeperLock
+from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode, keyed_statement, sweep_slot, values_rows
 from kvstore.errors import ShardTimeout, ShardUnavailable
 
 _NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
@@ -45,6 +50,24 @@ DIALECT = Dialect(
     " ON CONFLICT (name) DO NOTHING",
 )
 STATEMENTS = DIALECT.statements()
+_LIVE_KEYS = "SELECT key FROM store WHERE key {keys} AND ttl > {now_ms}"
+_UPSERT_ROW = "(?, ?, {expiry}, {now_us}, ?)"
+_UPSERT_RETURNING = (
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, ttl = excluded.ttl,"
+    " version = max(store.version + 1, excluded.version),"
+    " sweep_slot = CASE WHEN excluded.sweep_slot IS NULL THEN NULL"
+    " ELSE coalesce(store.sweep_slot, excluded.sweep_slot) END"
+    " RETURNING key, ttl, version"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_many(count: int) -> str:
+    return DIALECT.render(
+        "INSERT INTO store (key, value, ttl, version, sweep_slot) VALUES "
+        + values_rows(count, _UPSERT_ROW)
+        + _UPSERT_RETURNING
+    )
 
 
 class SQLiteNode(SqlNode):
@@ -55,12 +78,15 @@ class SQLiteNode(SqlNode):
         super().__init__(shard, role)
         self._path = Path(path)
         self._busy_timeout_ms = int(pool.statement_timeout_s * 1000)
-        self._connection: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._writer: aiosqlite.Connection | None = None
+        self._writer_turn = asyncio.Lock()  # one statement or transaction at a time on the writer
         self._background: aiosqlite.Connection | None = None
         self._in_use = 0
 
     async def open(self) -> None:
-        self._connection = await self._connect()
+        self._reader = await self._connect()
+        self._writer = await self._connect()
         self._background = await self._connect()
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -75,29 +101,53 @@ class SQLiteNode(SqlNode):
         return connection
 
     async def close(self, timeout_s: float) -> None:
-        for connection in (self._connection, self._background):
+        for connection in (self._reader, self._writer, self._background):
             if connection is not None:
                 await connection.close()
-        self._connection = self._background = None
+        self._reader = self._writer = self._background = None
 
     def connections_in_use(self) -> int:
         return self._in_use
 
     async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
-        async with self._use() as connection:
+        async with self._use(self._reader) as connection:
             rows = list(await connection.execute_fetchall(sql, params))
         return tuple(rows[0]) if rows else None
 
     async def _write_returning(self, sql: str, params: Params) -> tuple[Any, ...] | None:
-        return await self._fetch_one(sql, params)
+        async with self._writing() as connection:
+            rows = list(await connection.execute_fetchall(sql, params))
+        return tuple(rows[0]) if rows else None
 
     async def _write(self, sql: str, params: Params, *, background: bool = False) -> int:
-        async with self._use(background) as connection, connection.execute(sql, params) as cursor:
+        if background:
+            async with self._use(self._background) as connection, connection.execute(sql, params) as cursor:
+                return cursor.rowcount
+        async with self._writing() as connection, connection.execute(sql, params) as cursor:
             return cursor.rowcount
 
     async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
-        async with self._use(background) as connection:
+        async with self._use(self._background if background else self._reader) as connection:
             return [tuple(row) for row in await connection.execute_fetchall(sql, params)]
+
+    async def put_many(self, writes: Sequence[Put]) -> list[tuple[Row, bool]]:
+        """One transaction: which keys are live, then the multi-row upsert. ``BEGIN IMMEDIATE`` takes
+        the write lock first, so no other writer (process) can change a key between the two."""
+        keys = [write.key for write in writes]
+        params = [cell for write in writes for cell in (write.key, write.value, write.ttl_ms, sweep_slot(write.ttl_ms))]
+        async with self._writing() as connection:
+            await connection.execute("BEGIN IMMEDIATE")
+            try:
+                live = await connection.execute_fetchall(keyed_statement(DIALECT, _LIVE_KEYS, len(keys)), keys)
+                rows = await connection.execute_fetchall(_upsert_many(len(writes)), params)
+                await connection.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await asyncio.shield(connection.execute("ROLLBACK"))
+                raise
+        was_live = {row[0] for row in live}
+        results = {key: (Row.from_columns(ttl, version), key not in was_live) for key, ttl, version in rows}
+        return [results[key] for key in keys]
 
     async def acquire_sweeper_lock(self) -> SweeperLock | None:
         lock_path = self._path.with_name(self._path.name + ".sweeper-lock")
@@ -110,8 +160,12 @@ class SQLiteNode(SqlNode):
         return _FileLock(descriptor)
 
     @asynccontextmanager
-    async def _use(self, background: bool = False) -> AsyncIterator[aiosqlite.Connection]:
-        connection = self._background if background else self._connection
+    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._writer_turn, self._use(self._writer) as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def _use(self, connection: aiosqlite.Connection | None) -> AsyncIterator[aiosqlite.Connection]:
         if connection is None:
             raise self.failure(ShardUnavailable, "not open")
         self._in_use += 1
