@@ -51,6 +51,10 @@ class ServerSettings:
     # serving without a successful read before refusing requests (it might route by a stale ring).
     ring_poll_interval_s: float = 0.25
     ring_lease_s: float = 2.0
+    # Natural batching (see batching.py): concurrent requests for one database node share one
+    # statement, at most ``batch_max_keys`` keys each. Off, every request is its own statement.
+    batching: bool = True
+    batch_max_keys: int = 128
     access_log: bool = False
     log_level: str = "info"
 
@@ -271,6 +275,7 @@ def _check_server(server: ServerSettings) -> None:
         "workers",
         "ring_poll_interval_s",
         "ring_lease_s",
+        "batch_max_keys",
     )
     for name in positive:
         if getattr(server, name) <= 0:

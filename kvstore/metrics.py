@@ -23,6 +23,12 @@ SHARD_QUERY_LATENCY = Histogram(
     ["shard", "op"],
     buckets=_LATENCY_BUCKETS,
 )
+BATCH_KEYS = Histogram(
+    "kvstore_batch_keys",
+    "Keys per statement a node's read or write lane sent (natural batching)",
+    ["node", "lane"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 SHED_REQUESTS = Counter("kvstore_http_shed_requests", "Requests refused with 503 because the worker was full")
 SHARD_ERRORS = Counter("kvstore_shard_errors", "Failed shard operations by kind", ["shard", "kind"])
 POOL_IN_USE = Gauge(

@@ -2,18 +2,52 @@
 
 The shard decides which node serves an operation: writes and strong reads go to the primary;
 other reads to a replica in rotation, unless a read-after position says the replica may not
-have the data yet.
+have the data yet. With batching on, every node's reads and the primary's writes go through
+that node's lanes (``batching.py``), which coalesce concurrent requests into one statement.
 """
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from kvstore import metrics
 from kvstore.backends import Node, PoolSettings, create_node
-from kvstore.backends.base import Row
+from kvstore.backends.base import Put, Row
+from kvstore.batching import Attempt, ReadLane, WriteLane
 from kvstore.config import ServerSettings, ShardSettings
 from kvstore.errors import ShardError
 from kvstore.replicas import ReplicaSet
+
+T = TypeVar("T")
+_BATCH_MAX_BYTES = 4 * 1024 * 1024  # a write batch stops growing past this many value bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Lanes:
+    """How a shard's requests reach its nodes: batched through lanes, or one statement each."""
+
+    reads: dict[str, ReadLane]  # by node label; empty when batching is off
+    writes: WriteLane | None
+
+    @classmethod
+    def build(cls, primary: Node, replicas: list[Node], server: ServerSettings, pool_max_size: int) -> "Lanes":
+        """A primary's pool is split between writes (two thirds: they wait on fsync, and more of
+        them in flight lets the database group commits) and reads; a replica reads with all of it."""
+        if not server.batching:
+            return cls({}, None)
+        keys = server.batch_max_keys
+        writers = max(1, pool_max_size * 2 // 3)
+        reads = {primary.label: ReadLane(primary, max(1, pool_max_size - writers), keys)}
+        reads |= {replica.label: ReadLane(replica, pool_max_size, keys) for replica in replicas}
+        writes = WriteLane(primary, writers, keys, _BATCH_MAX_BYTES, read_after=bool(replicas))
+        return cls(reads, writes)
+
+    async def close(self) -> None:
+        closing = [lane.close() for lane in self.reads.values()]
+        if self.writes is not None:
+            closing.append(self.writes.close())
+        await asyncio.gather(*closing)
 
 
 @dataclass
@@ -22,6 +56,7 @@ class Shard:
     backend: str
     primary: Node
     replicas: ReplicaSet | None = None
+    lanes: Lanes = field(default_factory=lambda: Lanes({}, None), repr=False)
     _open: bool = field(default=False, init=False, repr=False)
 
     @classmethod
@@ -49,7 +84,8 @@ class Shard:
             if replica_nodes
             else None
         )
-        return cls(name=settings.name, backend=settings.backend, primary=primary, replicas=replicas)
+        lanes = Lanes.build(primary, replica_nodes, server, pool.max_size)
+        return cls(name=settings.name, backend=settings.backend, primary=primary, replicas=replicas, lanes=lanes)
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -59,6 +95,30 @@ class Shard:
     def writer(self) -> Node:
         return self.primary
 
+    async def put(self, write: Put, attempt: Attempt) -> tuple[Row, bool, str | None]:
+        """An unconditional PUT on the primary: ``(row, created, replication position)``; the
+        position (for read-after tokens) only on shards with replicas."""
+        if self.lanes.writes is not None:
+            (row, created), position = await self.lanes.writes.put(write, attempt)
+            return row, created, position
+        attempt.sent = True
+        row, created = await self.primary.put(write.key, write.value, write.ttl_ms)
+        return row, created, await self._position()
+
+    async def write(self, key: str, attempt: Attempt, call: Callable[[Node], Awaitable[T]]) -> tuple[T, str | None]:
+        """Any other write to ``key`` on the primary, in the key's turn: ``(result, position)``."""
+        if self.lanes.writes is not None:
+            return await self.lanes.writes.run(key, attempt, call)
+        attempt.sent = True
+        return await call(self.primary), await self._position()
+
+    async def _position(self) -> str | None:
+        return None if self.replicas is None else await self.primary.replication_position()
+
+    async def _get(self, node: Node, key: str) -> Row | None:
+        lane = self.lanes.reads.get(node.label)
+        return await node.get(key) if lane is None else await lane.get(key)
+
     async def read(self, key: str, *, strong: bool, after_position: str | None) -> Row | None:
         """GET routing: a replica in rotation when it can answer correctly, else the primary.
 
@@ -67,7 +127,7 @@ class Shard:
         primary: one retry on another node, never a client error for the replica's sake.
         """
         if self.replicas is None:
-            return await self.primary.get(key)
+            return await self._get(self.primary, key)
         chosen = None if strong else self.replicas.acquire()
         reason = "strong" if strong else "no_replica_in_rotation"
         if chosen is not None:
@@ -76,7 +136,7 @@ class Shard:
                 if after_position is not None and not await replica.has_replayed(after_position):
                     reason = "replica_behind_read_after"
                 else:
-                    row = await replica.get(key)
+                    row = await self._get(replica, key)
                     metrics.READS.labels(self.name, "replica").inc()
                     return row
             except ShardError as error:
@@ -86,7 +146,7 @@ class Shard:
                 self.replicas.release(chosen)
         metrics.READ_FALLBACKS.labels(self.name, reason).inc()
         metrics.READS.labels(self.name, "primary").inc()
-        return await self.primary.get(key)
+        return await self._get(self.primary, key)
 
     async def open(self) -> None:
         """Open the primary (once; again only after ``close``). Replicas are opened by their probe,
@@ -97,4 +157,5 @@ class Shard:
 
     async def close(self, timeout_s: float) -> None:
         self._open = False
+        await self.lanes.close()
         await asyncio.gather(*(node.close(timeout_s) for node in self.nodes))

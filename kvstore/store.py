@@ -15,13 +15,15 @@ a replica's "no row" might only mean "not replayed yet".
 """
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from kvstore import metrics
-from kvstore.backends.base import Node, Row
+from kvstore.backends.base import Node, Put, Row
+from kvstore.batching import Attempt
 from kvstore.conditions import Precondition
 from kvstore.errors import PreconditionFailed, ShardError, ShardTimeout, ShardUnavailable
 from kvstore.positions import decode_read_after, encode_read_after
@@ -50,7 +52,7 @@ class KeyValueStore:
         route = self.router.route(key)
         shard = route.owner
         if route.fallback is not None:
-            return await self._run(shard, "get", False, lambda: _read_moving(route, key))
+            return await self._run(shard, "get", None, lambda: _read_moving(route, key))
         position = None
         if read_after is not None:
             token_shard, position = decode_read_after(read_after)
@@ -63,30 +65,37 @@ class KeyValueStore:
                 metrics.SHARD_ERRORS.labels(shard.name, "retried_read").inc()
                 return await shard.read(key, strong=True, after_position=None)
 
-        return await self._run(shard, "get", False, read)
+        return await self._run(shard, "get", None, read)
 
     async def put(self, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition) -> WriteResult:
         route = self._write_route(key)
         shard = route.owner
+        attempt = Attempt()
 
         async def write() -> WriteResult:
             await _pull(route, key)
-            row, created = await _put(shard.writer(), key, value, ttl_ms, precondition)
-            return WriteResult(row, created, await _read_after(shard))
+            if not precondition.is_conditional:
+                row, created, position = await shard.put(Put(key, value, ttl_ms), attempt)
+                return WriteResult(row, created, _token(shard, position))
+            conditional = functools.partial(_put_conditionally, key=key, value=value, ttl_ms=ttl_ms, when=precondition)
+            (row, created), position = await shard.write(key, attempt, conditional)
+            return WriteResult(row, created, _token(shard, position))
 
-        return await self._run(shard, "put", True, write)
+        return await self._run(shard, "put", attempt, write)
 
     async def touch(self, key: str, ttl_ms: int | None, precondition: Precondition) -> WriteResult | None:
         """Change the expiry; None when the key is not live (and the request was unconditional)."""
         route = self._write_route(key)
         shard = route.owner
+        attempt = Attempt()
 
         async def write() -> WriteResult | None:
             await _pull(route, key)
-            row = await shard.writer().touch(key, ttl_ms, precondition.if_version)
-            return None if row is None else WriteResult(row, read_after=await _read_after(shard))
+            change = functools.partial(_touch, key=key, ttl_ms=ttl_ms, if_version=precondition.if_version)
+            row, position = await shard.write(key, attempt, change)
+            return None if row is None else WriteResult(row, read_after=_token(shard, position))
 
-        result = await self._run(shard, "touch", True, write)
+        result = await self._run(shard, "touch", attempt, write)
         if result is None and precondition.is_conditional:
             raise PreconditionFailed("the key's current version does not match If-Match")
         return result
@@ -95,13 +104,16 @@ class KeyValueStore:
         """Soft-delete; None when the key is not live (and the request was unconditional)."""
         route = self._write_route(key)
         shard = route.owner
+        attempt = Attempt()
 
         async def write() -> WriteResult | None:
             await _pull(route, key)
-            deleted = await shard.writer().soft_delete(key, precondition.if_version)
-            return WriteResult(None, read_after=await _read_after(shard)) if deleted else None
+            deleted, position = await shard.write(
+                key, attempt, lambda node: node.soft_delete(key, precondition.if_version)
+            )
+            return WriteResult(None, read_after=_token(shard, position)) if deleted else None
 
-        result = await self._run(shard, "delete", True, write)
+        result = await self._run(shard, "delete", attempt, write)
         if result is None and precondition.is_conditional:
             raise PreconditionFailed("the key's current version does not match If-Match")
         return result
@@ -112,7 +124,9 @@ class KeyValueStore:
             raise ShardUnavailable(route.owner.name, "the key is moving back to its previous shard (reshard abort)")
         return route
 
-    async def _run(self, shard: Shard, op: str, write: bool, call: Callable[[], Awaitable[T]]) -> T:
+    async def _run(self, shard: Shard, op: str, attempt: Attempt | None, call: Callable[[], Awaitable[T]]) -> T:
+        """``call`` within the request deadline; ``attempt`` is a write's (None for reads): past the
+        deadline its outcome is unknown only if its statement was sent."""
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.request_timeout_s):
@@ -120,7 +134,9 @@ class KeyValueStore:
         except TimeoutError:
             metrics.SHARD_ERRORS.labels(shard.name, "timeout").inc()
             detail = f"no answer within {self.request_timeout_s:g} s"
-            raise ShardTimeout(shard.name, detail + ("; the write may have been applied" if write else "")) from None
+            if attempt is not None:
+                detail += "; the write may have been applied" if attempt.sent else "; the write was not applied"
+            raise ShardTimeout(shard.name, detail) from None
         except ShardError as error:
             metrics.SHARD_ERRORS.labels(shard.name, type(error).__name__).inc()
             raise
@@ -128,11 +144,9 @@ class KeyValueStore:
         return result
 
 
-async def _read_after(shard: Shard) -> str | None:
-    """The token for reading a write just made, on shards whose reads may go to a replica."""
-    if shard.replicas is None:
-        return None
-    return encode_read_after(shard.name, await shard.primary.replication_position())
+def _token(shard: Shard, position: str | None) -> str | None:
+    """The read-after token for a write at ``position`` (shards with replicas report one)."""
+    return None if position is None else encode_read_after(shard.name, position)
 
 
 async def _pull(route: Route, key: str) -> None:
@@ -154,16 +168,20 @@ async def _read_moving(route: Route, key: str) -> Row | None:
     return await route.fallback.primary.get(key)
 
 
-async def _put(node: Node, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition) -> tuple[Row, bool]:
-    """``(row, created)``."""
-    if precondition.require_absent:
+async def _touch(node: Node, *, key: str, ttl_ms: int | None, if_version: int | None) -> Row | None:
+    return await node.touch(key, ttl_ms, if_version)
+
+
+async def _put_conditionally(
+    node: Node, *, key: str, value: bytes, ttl_ms: int | None, when: Precondition
+) -> tuple[Row, bool]:
+    """A PUT with ``If-None-Match: *`` or ``If-Match``: one conditional statement, ``(row, created)``."""
+    if when.require_absent:
         row = await node.create(key, value, ttl_ms)
         if row is None:
             raise PreconditionFailed("the key exists (If-None-Match: *)")
         return row, True
-    if precondition.is_conditional:
-        row = await node.replace(key, value, ttl_ms, precondition.if_version)
-        if row is None:
-            raise PreconditionFailed("the key's current version does not match If-Match")
-        return row, False
-    return await node.put(key, value, ttl_ms)
+    row = await node.replace(key, value, ttl_ms, when.if_version)
+    if row is None:
+        raise PreconditionFailed("the key's current version does not match If-Match")
+    return row, False
