@@ -79,22 +79,27 @@ class _Lane(ABC, Generic[E]):
         self._max_keys = max_keys
         self._queue: deque[E] = deque()
         self._runners: set[asyncio.Task[None]] = set()
+        self._running = 0
 
     def _enqueue(self, entry: E) -> None:
         self._queue.append(entry)
-        if len(self._runners) < self._max_runners:
+        if self._running < self._max_runners:
+            self._running += 1  # counted here and uncounted as _drain returns, with no gap between
             runner = asyncio.create_task(self._drain())
             self._runners.add(runner)
             runner.add_done_callback(self._runners.discard)
 
     async def _drain(self) -> None:
-        while batch := self._take():
-            self._batch_sizes.observe(len(batch))
-            try:
-                await self._execute(batch)
-            except BaseException as error:  # cancelled at close, or a bug: nobody may wait forever
-                self._fail(batch, error if isinstance(error, Exception) else _closing(self.node))
-                raise
+        try:
+            while batch := self._take():
+                self._batch_sizes.observe(len(batch))
+                try:
+                    await self._execute(batch)
+                except BaseException as error:  # cancelled at close, or a bug: nobody may wait forever
+                    self._fail(batch, error if isinstance(error, Exception) else _closing(self.node))
+                    raise
+        finally:
+            self._running -= 1
 
     @abstractmethod
     def _take(self) -> list[E]:
