@@ -114,13 +114,13 @@ async def wait_for_replicas(settings: Settings) -> None:
                 await node.close(5)
 
 
-def variant(base: Path, path: Path, *, workers: int, sweeper: bool, replicas: bool) -> Path:
+def variant(base: Path, path: Path, *, workers: int, sweeper: bool, replicas: bool, batching: bool = True) -> Path:
     """A config for one server variant, derived from the cluster's shards.yaml."""
     document: dict[str, Any] = yaml.safe_load(base.read_text())
     if not replicas:
         for shard in document["shards"]:
             shard["replicas"] = []
-    document["server"] = {"workers": workers, "request_timeout_s": 10}
+    document["server"] = {"workers": workers, "request_timeout_s": 10, "batching": batching}
     document["sweeper"] = {"enabled": sweeper}
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path

@@ -21,7 +21,7 @@ model (computed from the slots the benchmark assigned), then the same after ever
 fresh slot, and the counts of both runs summed.
 
 Section 3, index cost on PUT throughput. On the table section 1 left (``--rows`` rows), unconditional
-PUTs through ``kvstore.store._put`` with a TTL (which maintain the index) and without (persistent),
+PUTs through ``Node.put`` with a TTL (which maintain the index) and without (persistent),
 on fresh keys (inserts) and on existing keys of the same kind (overwrites); 16 concurrent tasks,
 20,000 ops or 15 s per case, with the ``store_sweep_slot`` index and with it dropped. Each case runs
 as two half legs in the order with, without, without, with, so that drift (a growing table, cache
@@ -77,10 +77,8 @@ from kvstore.backends import sqlite as sqlite_backend
 from kvstore.backends.base import PERSISTENT_TTL
 from kvstore.backends.sql import PURGE, SAMPLE, SLOT_SPACE, Dialect
 from kvstore.cluster import MariaDBInstance, PostgresInstance
-from kvstore.conditions import UNCONDITIONAL
 from kvstore.config import SweeperSettings
 from kvstore.errors import describe
-from kvstore.store import _put
 from kvstore.sweeper import ShardSweeper
 from tests.support.rawdb import insert_rows
 
@@ -587,7 +585,7 @@ def put_operation(target: Target, rows: int, expiry: str, keys: str) -> Operatio
             if keys == "insert"
             else key_name(2 * rng.randrange(rows // 2) + parity)
         )
-        _, created = await _put(target.node, key, VALUE, ttl_ms, UNCONDITIONAL)
+        _, created = await target.node.put(key, VALUE, ttl_ms)
         return "created" if created else "replaced"
 
     return put

@@ -59,9 +59,7 @@ from kvstore.backends import postgres as postgres_backend
 from kvstore.backends.base import PERSISTENT_TTL
 from kvstore.backends.sql import Dialect, Params
 from kvstore.cluster import DatabaseInstance, MariaDBInstance, PostgresInstance
-from kvstore.conditions import UNCONDITIONAL
 from kvstore.errors import describe
-from kvstore.store import _put
 
 VALUE = os.urandom(100)
 LOW_CONTENTION_KEYS = 10_000
@@ -97,7 +95,7 @@ UPSERT_STATEMENTS = {
         "REPLACE INTO": "REPLACE INTO store ({key}, value, ttl, version) VALUES (?, ?, ?, {now_us})",
     },
 }
-KVSTORE_PUT = "kvstore _put (node.put upsert)"
+KVSTORE_PUT = "kvstore node.put (upsert)"
 TWO_STEP_PUT = "kvstore replace, else create"
 TWO_STEP_ATTEMPTS = 16
 KVSTORE_CONDITIONAL = "optimistic: kvstore UPDATE … AND version = ?"
@@ -305,7 +303,7 @@ def conditional_writes(engine: Engine) -> dict[str, ConditionalWrite]:
 
 def upserts(engine: Engine) -> dict[str, Upsert]:
     async def kvstore_put(key: str) -> str:
-        _, created = await _put(engine.node, key, VALUE, None, UNCONDITIONAL)
+        _, created = await engine.node.put(key, VALUE, None)
         return "created" if created else "replaced"
 
     async def replace_else_create(key: str) -> str:

@@ -7,8 +7,9 @@
     GET k1 ─┘   (k1 looked up once) └─► …
     PUT k3 ───► write lane queue ───► node.put_many([…]) / one conditional write alone
 
-There is no timer: a request that finds a runner slot free goes out at once, alone; under load
-the runners are busy and what arrives meanwhile forms the next batch by itself. A batch is one
+There is no timer: a request that finds its lane idle (nothing queued, a slot free) goes out at
+once, alone, from its own task, as it would without batching; under load the slots are busy and
+what arrives meanwhile queues, and runners take it as the next batch. A batch is one
 statement, so driver and database work per key fall, and one durable commit carries many writes.
 
 The rules that keep a batch as correct as single requests:
@@ -27,6 +28,7 @@ The rules that keep a batch as correct as single requests:
 """
 
 import asyncio
+import functools
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -81,13 +83,30 @@ class _Lane(ABC, Generic[E]):
         self._runners: set[asyncio.Task[None]] = set()
         self._running = 0
 
+    def _idle(self) -> bool:
+        """Nothing waits and a slot is free: a request may go out alone, now, in its own task."""
+        return not self._queue and self._running < self._max_runners
+
+    def _occupy(self) -> None:
+        self._running += 1
+        self._batch_sizes.observe(1)
+
+    def _vacate(self) -> None:
+        """A slot fell free: start a runner for whatever queued meanwhile."""
+        self._running -= 1
+        if self._queue and self._running < self._max_runners:
+            self._start_runner()
+
     def _enqueue(self, entry: E) -> None:
         self._queue.append(entry)
         if self._running < self._max_runners:
-            self._running += 1  # counted here and uncounted as _drain returns, with no gap between
-            runner = asyncio.create_task(self._drain())
-            self._runners.add(runner)
-            runner.add_done_callback(self._runners.discard)
+            self._start_runner()
+
+    def _start_runner(self) -> None:
+        self._running += 1  # counted here and uncounted as _drain returns, with no gap between
+        runner = asyncio.create_task(self._drain())
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
 
     async def _drain(self) -> None:
         try:
@@ -128,6 +147,12 @@ class ReadLane(_Lane[_Lookup]):
         self._unsent: dict[str, _Lookup] = {}
 
     async def get(self, key: str) -> Row | None:
+        if self._idle():
+            self._occupy()
+            try:
+                return await self.node.get(key)
+            finally:
+                self._vacate()
         lookup = self._unsent.get(key)
         future: asyncio.Future[Row | None] = asyncio.get_running_loop().create_future()
         if lookup is None:
@@ -180,13 +205,35 @@ class WriteLane(_Lane[_Write]):
         self._in_flight: set[str] = set()
 
     async def put(self, write: Put, attempt: Attempt) -> tuple[tuple[Row, bool], str | None]:
+        if self._idle_for(write.key):
+            return await self._now(write.key, attempt, functools.partial(_put_one, write))
         result: tuple[tuple[Row, bool], str | None] = await self._submit(_Write(write.key, _future(), attempt, write))
         return result
 
     async def run(self, key: str, attempt: Attempt, call: Callable[[Node], Awaitable[T]]) -> tuple[T, str | None]:
         """``call(node)`` alone, in ``key``'s turn: after the writes to ``key`` queued before it."""
+        if self._idle_for(key):
+            return await self._now(key, attempt, call)
         result: tuple[T, str | None] = await self._submit(_Write(key, _future(), attempt, solo=call))
         return result
+
+    def _idle_for(self, key: str) -> bool:
+        return self._idle() and key not in self._in_flight
+
+    async def _now(self, key: str, attempt: Attempt, call: Callable[[Node], Awaitable[T]]) -> tuple[T, str | None]:
+        """One write alone, in the caller's task (so its deadline cancels only its own statement)."""
+        self._occupy()
+        self._in_flight.add(key)
+        attempt.sent = True
+        try:
+            result = await call(self.node)
+            return result, await self._position()
+        finally:
+            self._in_flight.discard(key)
+            self._vacate()
+
+    async def _position(self) -> str | None:
+        return await self.node.replication_position() if self._read_after else None
 
     async def _submit(self, write: _Write) -> tuple[Any, str | None]:
         self._enqueue(write)
@@ -231,7 +278,7 @@ class WriteLane(_Lane[_Write]):
             else:
                 batch.sort(key=lambda write: write.key)
                 results = list(await self.node.put_many([write.put for write in batch if write.put is not None]))
-            position = await self.node.replication_position() if self._read_after else None
+            position = await self._position()
         except Exception as error:
             if isinstance(error, ShardError) or len(batch) == 1:
                 self._fail(batch, error)
@@ -247,6 +294,10 @@ class WriteLane(_Lane[_Write]):
         for write in batch:
             if not write.future.done():
                 write.future.set_exception(error)
+
+
+async def _put_one(write: Put, node: Node) -> tuple[Row, bool]:
+    return await node.put(write.key, write.value, write.ttl_ms)
 
 
 def _future() -> "asyncio.Future[tuple[Any, str | None]]":
