@@ -48,15 +48,23 @@ def progress(message: str) -> None:
 
 
 def variants(
-    base: Path, work: Path, settings: Settings, keys: list[str], value_size: int, duration_s: float, connections: int
+    base: Path,
+    work: Path,
+    settings: Settings,
+    keys: list[str],
+    value_size: int,
+    duration_s: float,
+    connections: int,
+    abba: bool = True,
 ) -> dict[str, Any]:
-    """Every variant on every workload (ABBA over variants), and the raw ceiling once per workload."""
+    """Every variant on every workload (ABBA over variants unless ``abba`` is off, as in the smoke
+    run), and the raw ceiling once per workload."""
     value = value_bytes(value_size)
     keys_file = write_lines(work / "batching-keys.txt", keys)
     value_file = work / "batching-value"
     value_file.write_bytes(value)
     runs: dict[tuple[str, str], list[Measurement]] = {}
-    for variant in (*VARIANTS, *reversed(VARIANTS)):
+    for variant in (*VARIANTS, *reversed(VARIANTS)) if abba else VARIANTS:
         config = deployment.variant(
             base,
             work / f"batching-{variant.batching}-{variant.workers}.yaml",
@@ -75,7 +83,7 @@ def variants(
                 runs.setdefault((variant.name, workload.name), []).append(measured)
                 cpu = measured.cpu_us_per_request
                 progress(f"  {variant.name}, {workload.name}: {measured.per_second:,.0f}/s, {cpu} us CPU/req")
-    figures: dict[str, Any] = {"legs": "ABBA", "variants": {}, "raw": {}}
+    figures: dict[str, Any] = {"legs": "ABBA" if abba else "A", "variants": {}, "raw": {}}
     for workload in workloads(value_size, connections):
         ceiling = raw.run(settings, workload, keys, value, duration_s, int(100_000 * duration_s), use_replicas=False)
         figures["raw"][workload.name] = ceiling.to_json()

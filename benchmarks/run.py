@@ -8,7 +8,9 @@ Per backend (PostgreSQL, then MariaDB) on a real ``kvstore cluster up`` cluster:
    plus the HTTP floor (``/healthz`` on the same server) at every swept concurrency;
 3. replica scaling (the same read-only and write-only loads with and without the shards' replicas);
 4. the sweeper: foreground GETs with it stopped and while it reclaims preloaded dead rows;
-5. sampling cost per batch at ``--keys`` and 10 x ``--keys`` rows (``benchmarks.sweeper_costs``).
+5. sampling cost per batch at ``--keys`` and 10 x ``--keys`` rows (``benchmarks.sweeper_costs``);
+6. natural batching A/B: the same server with batching off, on, and on with 2 workers
+   (``benchmarks.batching``).
 
 Peers run once per invocation on the same keys, values and sequences: etcd through its HTTP
 gateway (wrk, the same Lua script) and Redis through ``redis-benchmark``. Every load run is bounded
@@ -28,7 +30,7 @@ from typing import Any
 
 import click
 
-from benchmarks import deployment, peers, raw, report, wrk
+from benchmarks import batching, deployment, peers, raw, report, wrk
 from benchmarks.measurement import Measurement
 from benchmarks.sweeper_costs import open_target, sampling_cost
 from benchmarks.workloads import (
@@ -77,6 +79,7 @@ class Plan:
     sampling_rows: tuple[int, ...]
     peers: bool
     out: Path
+    abba: bool = True  # A/B sections measured there and back again (off in the smoke run)
 
     def workloads(self) -> list[Workload]:
         """The matrix at ``main_connections``, then the concurrency sweep of the first workload."""
@@ -296,6 +299,18 @@ def run_backend(plan: Plan, backend: str, files: Files, peer_results: list[Measu
                 measured = run_kvstore_workloads(plan, files, server, settings)
             replicas = run_replica_scaling(plan, files, base, work, settings)
             sweeper = run_sweeper(plan, files, base, work, settings)
+            progress("  batching off / on / on with 2 workers")
+            size = plan.value_sizes[0]
+            ab = batching.variants(
+                base,
+                work,
+                settings,
+                files.keys(read_only(plan)),
+                size,
+                plan.duration_s,
+                plan.main_connections,
+                plan.abba,
+            )
         progress(f"  sampling cost at {', '.join(f'{rows:,}' for rows in plan.sampling_rows)} rows")
         sampling = run_sampling(plan, backend)
     document = report.document(
@@ -306,6 +321,7 @@ def run_backend(plan: Plan, backend: str, files: Files, peer_results: list[Measu
         measurements=floor + measured + peer_results,
         replicas=replicas,
         sweeper=sweeper,
+        batching=ab,
         sampling=sampling,
         skew={d: hottest_share(key_indexes(d, plan.keys)) for d in plan.distributions},
     )
@@ -432,6 +448,7 @@ def main(
             duration_s=1,
             shards=min(shards, 2),
             sampling_rows=(1000, 5000),
+            abba=False,
         )
     plan.out.mkdir(parents=True, exist_ok=True)
     for path in execute(plan):
