@@ -304,10 +304,17 @@ def test_health_readiness_metrics_and_openapi(client: httpx.Client) -> None:
     assert set(spec["paths"]["/v1/kv/{key}"]) >= {"get", "put", "patch", "delete"}
 
 
-def test_requests_carry_a_request_id(client: httpx.Client) -> None:
-    assert len(client.get("/healthz").headers["x-request-id"]) == 32
-    echoed = client.get("/healthz", headers={"X-Request-ID": "abc123"})
-    assert echoed.headers["x-request-id"] == "abc123"
+@pytest.mark.parametrize(
+    "sent", ["abc123", "550e8400-e29b-41d4-a716-446655440000", "my-req-123", "trace_id:7.b-9", "x" * 128]
+)
+def test_requests_carry_the_clients_request_id(client: httpx.Client, sent: str) -> None:
+    assert client.get("/healthz", headers={"X-Request-ID": sent}).headers["x-request-id"] == sent
+
+
+@pytest.mark.parametrize("sent", ["", "x" * 129, "has space", "semi;colon", 'quote"', "ünï"])
+def test_an_odd_request_id_is_replaced_by_a_generated_one(client: httpx.Client, sent: str) -> None:
+    generated = client.get("/healthz", headers={"X-Request-ID": sent.encode()}).headers["x-request-id"]
+    assert generated != sent and len(generated) == 32
 
 
 def test_two_front_ends_see_each_others_writes(server: ServerProcess, other_server: ServerProcess) -> None:
