@@ -23,7 +23,7 @@ from typing import TypeVar
 from kvstore import metrics
 from kvstore.backends.base import Node, Row
 from kvstore.conditions import Precondition
-from kvstore.errors import PreconditionFailed, ShardError, ShardTimeout, ShardUnavailable
+from kvstore.errors import ShardError, ShardTimeout, ShardUnavailable
 from kvstore.positions import decode_read_after, encode_read_after
 from kvstore.router import Route, Router
 from kvstore.shard import Shard
@@ -88,7 +88,7 @@ class KeyValueStore:
 
         result = await self._run(shard, "touch", True, write)
         if result is None and precondition.is_conditional:
-            raise PreconditionFailed("the key's current version does not match If-Match")
+            raise precondition.failure()
         return result
 
     async def delete(self, key: str, precondition: Precondition) -> WriteResult | None:
@@ -103,7 +103,7 @@ class KeyValueStore:
 
         result = await self._run(shard, "delete", True, write)
         if result is None and precondition.is_conditional:
-            raise PreconditionFailed("the key's current version does not match If-Match")
+            raise precondition.failure()
         return result
 
     def _write_route(self, key: str) -> Route:
@@ -159,11 +159,11 @@ async def _put(node: Node, key: str, value: bytes, ttl_ms: int | None, precondit
     if precondition.require_absent:
         row = await node.create(key, value, ttl_ms)
         if row is None:
-            raise PreconditionFailed("the key exists (If-None-Match: *)")
+            raise precondition.failure()
         return row, True
     if precondition.is_conditional:
         row = await node.replace(key, value, ttl_ms, precondition.if_version)
         if row is None:
-            raise PreconditionFailed("the key's current version does not match If-Match")
+            raise precondition.failure()
         return row, False
     return await node.put(key, value, ttl_ms)

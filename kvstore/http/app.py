@@ -30,7 +30,7 @@ from kvstore.http.kv import ROUTE, KeyValueResource
 from kvstore.http.limits import HeaderLimit, LoadShedder
 from kvstore.http.middleware import RequestContext
 from kvstore.http.openapi import openapi_document
-from kvstore.http.problems import error_response, problem
+from kvstore.http.problems import error_response, problem, routing_error
 from kvstore.router import Router
 from kvstore.shard import Shard
 from kvstore.store import KeyValueStore
@@ -191,7 +191,7 @@ def create_app(settings: Settings) -> ASGIApp:
 
     async def on_http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
-        return problem(error.status_code, error.detail, headers=error.headers)
+        return routing_error(error, request.method)
 
     async def on_unexpected(request: Request, error: Exception) -> Response:
         # Logged (with its request id) by RequestContext, which sees the exception next.
@@ -213,6 +213,8 @@ def create_app(settings: Settings) -> ASGIApp:
         lifespan=lifespan,
         exception_handlers={KvError: on_kv_error, HTTPException: on_http_error, Exception: on_unexpected},
     )
+    # `/v1/kv` and `/healthz/` are answered 404 + problem+json: a 307 with an empty body helps no API client.
+    app.router.redirect_slashes = False
     guarded: ASGIApp = BearerAuth(app, settings.tokens) if settings.tokens else app
     limited = HeaderLimit(LoadShedder(guarded, server.max_in_flight, server.retry_after_s))
     # Outermost, so that even a 500 rendered by Starlette's ServerErrorMiddleware carries the

@@ -74,7 +74,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
     if_match = {
         "name": "If-Match",
         "in": "header",
-        "description": 'Write only if the current version has this ETag ("*": only if the key is live)',
+        "description": 'Only if the current version has this ETag ("*": only if the key is live); else 412',
         "schema": {"type": "string", "pattern": r'^\s*(?:\*|(?:W/)?"[^"]*")\s*$'},
     }
     return {
@@ -90,6 +90,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                 "get": {
                     "summary": "Read a value (from a replica in rotation unless strong or read-after says otherwise)",
                     "parameters": [
+                        if_match,
                         {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
                         {
                             "name": "consistency",
@@ -116,6 +117,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                         },
                         "400": _PROBLEM,
                         "404": _PROBLEM,
+                        "412": _PROBLEM,
                         "503": _UNAVAILABLE,
                     },
                 },
@@ -147,6 +149,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                 },
                 "patch": {
                     "summary": "Change the expiry (ttl) or remove it (persist=true), keeping the value",
+                    "description": "Takes no request body (400): the value is changed by PUT.",
                     "parameters": [
                         ttl_param,
                         {"name": "persist", "in": "query", "schema": {"type": "string", "enum": ["true"]}},

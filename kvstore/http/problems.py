@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from kvstore.errors import InvalidRequest, KvError, PreconditionFailed, SchemaError, ShardError, ValueTooLarge
@@ -38,6 +39,17 @@ def problem(
     body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
     body.update(extensions)
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def routing_error(error: HTTPException, method: str) -> Response:
+    """Starlette's routing errors (no such path, method not allowed) with a detail to act on."""
+    detail = error.detail
+    headers = error.headers or {}
+    if error.status_code == 404:
+        detail = "no endpoint at this path: keys are at /v1/kv/{key}; see /openapi.json"
+    elif error.status_code == 405 and "Allow" in headers:
+        detail = f"{method} is not allowed here; allowed: {headers['Allow']}"
+    return problem(error.status_code, detail, headers=error.headers)
 
 
 def error_response(error: KvError, retry_after_s: int) -> Response:

@@ -176,6 +176,51 @@ def test_if_match_on_put_patch_delete(client: httpx.Client) -> None:
     assert_problem(client.delete(url(key), headers={"If-Match": etag}), 412)
 
 
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_if_match_star_on_a_missing_key_says_it_is_not_live(client: httpx.Client, method: str) -> None:
+    """RFC 9110 13.1.1: "*" is false when there is no current representation."""
+    key = new_key()
+    query = "?ttl=5" if method == "PATCH" else ""
+    content = b"v" if method == "PUT" else None
+    body = assert_problem(client.request(method, url(key) + query, content=content, headers={"If-Match": "*"}), 412)
+    assert "If-Match: *" in str(body["detail"]) and "no live value" in str(body["detail"])
+    assert "version" not in str(body["detail"])
+    assert_problem(client.get(url(key)), 404)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_reads_evaluate_if_match(client: httpx.Client, method: str) -> None:
+    """RFC 9110 13.1.1: a read whose If-Match does not match answers 412, not the value."""
+    key = new_key()
+    etag = client.put(url(key), content=b"v").headers["etag"]
+    assert client.request(method, url(key), headers={"If-Match": etag}).status_code == 200
+    assert client.request(method, url(key), headers={"If-Match": "*"}).status_code == 200
+    assert client.request(method, url(key), headers={"If-Match": '"1"'}).status_code == 412
+    missing = new_key()
+    assert client.request(method, url(missing), headers={"If-Match": "*"}).status_code == 412
+    assert client.request(method, url(missing), headers={"If-Match": etag}).status_code == 412
+    assert client.request(method, url(missing)).status_code == 404
+    if method == "GET":
+        assert_problem(client.get(url(key), headers={"If-Match": '"1"'}), 412)
+        both = client.get(url(key), headers={"If-Match": etag, "If-None-Match": etag})
+        assert both.status_code == 304, "If-Match held, then If-None-Match is evaluated"
+
+
+def test_patch_with_a_body_is_refused_and_changes_nothing(client: httpx.Client) -> None:
+    key = new_key()
+    etag = client.put(url(key), content=b"old").headers["etag"]
+    body = assert_problem(client.patch(url(key) + "?ttl=50", content=b"new"), 400)
+    assert "PUT" in str(body["detail"]) and "untouched" in str(body["detail"])
+
+    def chunks() -> Iterator[bytes]:
+        yield b"new"
+
+    assert_problem(client.patch(url(key) + "?persist=true", content=chunks()), 400)
+    got = client.get(url(key))
+    assert (got.content, got.headers["etag"], "expires-at" in got.headers) == (b"old", etag, False)
+    assert client.patch(url(key) + "?ttl=50", content=b"").status_code == 200
+
+
 def test_get_if_none_match_answers_not_modified(client: httpx.Client) -> None:
     key = new_key()
     etag = client.put(url(key), content=b"v").headers["etag"]
@@ -263,9 +308,17 @@ async def test_concurrent_patch_and_delete_are_atomic(server: ServerProcess) -> 
 )
 def test_bad_requests_get_problem_details(client: httpx.Client, method: str, path: str, status: int) -> None:
     response = client.request(method, path)
-    assert_problem(response, status)
+    body = assert_problem(response, status)
     if status == 405:
-        assert "allow" in response.headers
+        allowed = response.headers["allow"]
+        assert method in str(body["detail"]) and allowed in str(body["detail"])
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "POST"])
+@pytest.mark.parametrize("path", ["/v1/kv", "/v1", "/healthz/"])
+def test_paths_without_an_endpoint_are_problems_not_redirects(client: httpx.Client, method: str, path: str) -> None:
+    body = assert_problem(client.request(method, path, content=b"v"), 404)
+    assert "/v1/kv/{key}" in str(body["detail"])
 
 
 def test_bad_conditional_headers(client: httpx.Client) -> None:
