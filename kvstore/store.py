@@ -25,6 +25,7 @@ from kvstore.backends.base import Node, Row
 from kvstore.conditions import Precondition
 from kvstore.errors import ShardError, ShardTimeout, ShardUnavailable
 from kvstore.positions import decode_read_after, encode_read_after
+from kvstore.reshard.state import write_pause_detail
 from kvstore.router import Route, Router
 from kvstore.shard import Shard
 
@@ -108,8 +109,8 @@ class KeyValueStore:
 
     def _write_route(self, key: str) -> Route:
         route = self.router.route(key)
-        if not route.writable:
-            raise ShardUnavailable(route.owner.name, "the key is moving back to its previous shard (reshard abort)")
+        if route.writes_paused_by is not None:
+            raise ShardUnavailable(route.owner.name, write_pause_detail(route.writes_paused_by))
         return route
 
     async def _run(self, shard: Shard, op: str, write: bool, call: Callable[[], Awaitable[T]]) -> T:
