@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kvstore import metrics
 from kvstore.config import Settings
@@ -44,6 +44,7 @@ _GAUGE_INTERVAL_S = 1.0
 @dataclass
 class Lifecycle:
     ready: bool = False
+    start_failure_logged: bool = False  # the start-up failed and the log says why, in one line per cause
     background_stop: asyncio.Event = field(default_factory=asyncio.Event)
     background: list[asyncio.Task[None]] = field(default_factory=list)  # sweepers and replica probes
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -88,10 +89,17 @@ def create_app(settings: Settings) -> ASGIApp:
             *(open_shard(s, server.startup_timeout_s) for s in router.shards.values()), return_exceptions=True
         )
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if not failures:
+            try:
+                await router.refresh()  # a ring record on the shards overrides the config's ring
+            except KvError as error:
+                failures.append(error)
         if failures:
-            for failure in failures:
-                log.error("start-up failed: %s", failure)
             await router.close(server.graceful_shutdown_s)
+            causes = [failure for failure in failures if isinstance(failure, KvError)]
+            for cause in causes:
+                log.error("start-up failed: %s", cause)
+            lifecycle.start_failure_logged = len(causes) == len(failures)  # anything else is a bug: keep its traceback
             raise failures[0]
         lifecycle.tasks.append(asyncio.create_task(publish_pool_gauges(router)))
         stop = lifecycle.background_stop
@@ -105,11 +113,6 @@ def create_app(settings: Settings) -> ASGIApp:
                 probe = shard.replicas.run(stop, server.replica_probe_interval_s)
                 lifecycle.background.append(asyncio.create_task(probe))
 
-        try:
-            await router.refresh()  # a ring record on the shards overrides the config's ring
-        except KvError:
-            await router.close(server.graceful_shutdown_s)
-            raise
         for shard in list(router.shards.values()):
             await start_background(shard)
         lifecycle.background.append(asyncio.create_task(router.watch(stop, start_background)))
@@ -120,7 +123,12 @@ def create_app(settings: Settings) -> ASGIApp:
         lifecycle.ready = True
         log.info(
             "serving",
-            extra={"shards": sorted(router.shards), "ring_epoch": router.topology.epoch, "auth": bool(settings.tokens)},
+            extra={
+                "listen": f"{server.host}:{server.port}",
+                "shards": sorted(router.shards),
+                "ring_epoch": router.topology.epoch,
+                "auth": bool(settings.tokens),
+            },
         )
         if not settings.tokens and not _is_loopback(server.host):
             log.warning(
@@ -219,7 +227,28 @@ def create_app(settings: Settings) -> ASGIApp:
     limited = HeaderLimit(LoadShedder(guarded, server.max_in_flight, server.retry_after_s))
     # Outermost, so that even a 500 rendered by Starlette's ServerErrorMiddleware carries the
     # request id, and the error is logged once, with it.
-    return RequestContext(limited, log_requests=server.access_log)
+    return QuietStartFailure(RequestContext(limited, log_requests=server.access_log), lifecycle)
+
+
+class QuietStartFailure:
+    """Starlette reports a failed start-up with its traceback, which uvicorn logs as one huge JSON
+    line; when the lifespan has already logged the cause in one line, report nothing more."""
+
+    def __init__(self, app: ASGIApp, lifecycle: Lifecycle) -> None:
+        self.app = app
+        self.lifecycle = lifecycle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_quietly(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.lifecycle.start_failure_logged:
+                message = {"type": message["type"], "message": ""}
+            await send(message)
+
+        await self.app(scope, receive, send_quietly)
 
 
 async def _probe(shard: Shard) -> str:
