@@ -170,16 +170,16 @@ def create_app(settings: Settings) -> ASGIApp:
             if shard.replicas is not None
             for health in shard.replicas.replicas
         }
+        # Replicas appear only where there are some, in either answer.
+        with_replicas: dict[str, object] = {"replicas": replicas} if replicas else {}
         if down:
             detail = f"shard primary unreachable: {', '.join(down)}"
             headers = {"Retry-After": str(server.retry_after_s)}
-            return problem(503, detail, headers=headers, shards=shards, replicas=replicas)
+            return problem(503, detail, headers=headers, shards=shards, **with_replicas)
         # Replicas out of rotation cost capacity, not correctness: ready, but degraded.
         status = "degraded" if any(not state.startswith("up") for state in replicas.values()) else "ready"
         ring = {"epoch": router.topology.epoch, "phase": router.topology.phase.value}
-        body: dict[str, object] = {"status": status, "shards": shards, "ring": ring}
-        if replicas:
-            body["replicas"] = replicas
+        body: dict[str, object] = {"status": status, "shards": shards, **with_replicas, "ring": ring}
         return Response(orjson.dumps(body), media_type="application/json")
 
     async def metrics_endpoint(request: Request) -> Response:
