@@ -1,6 +1,7 @@
 # kvstore: `make run` serves on the embedded SQLite shards, `make test` runs the whole suite.
 # Both set themselves up (virtualenv, install); `make test` also installs the PostgreSQL and
-# MariaDB server binaries the suite starts its own instances from, when it may (root + apt).
+# MariaDB server binaries the suite starts its own instances from, and wrk, etcd and Redis for the
+# benchmark harness's smoke test, when it may (root + apt). The CLI is then .venv/bin/kvstore.
 
 PYTHON ?= python3
 VENV ?= .venv

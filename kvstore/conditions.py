@@ -26,6 +26,24 @@ class Precondition:
     def is_conditional(self) -> bool:
         return self.if_version is not None or self.require_live or self.require_absent
 
+    def holds(self, version: int | None) -> bool:
+        """Whether a key whose live version is ``version`` (None: no live value) meets this precondition."""
+        if version is None:
+            return not (self.require_live or self.if_version is not None)
+        return not self.require_absent and self.if_version in (None, version)
+
+    def failure(self) -> PreconditionFailed:
+        """The 412 for a key found in a state this precondition excludes, saying which it required."""
+        if self.require_absent:
+            return PreconditionFailed("the key has a live value (If-None-Match: *)")
+        if self.require_live:
+            return PreconditionFailed(
+                "If-Match: * requires a live value; the key has no live value (missing, expired or deleted)"
+            )
+        return PreconditionFailed(
+            "the key has no live value with the version If-Match names (it changed, or is missing, expired or deleted)"
+        )
+
 
 UNCONDITIONAL = Precondition()
 
@@ -61,6 +79,11 @@ def parse_preconditions(if_match: str | None, if_none_match: str | None) -> Prec
         raise PreconditionFailed("If-Match and If-None-Match: * cannot both hold")
     if if_none_match is not None:
         return Precondition(require_absent=True)
+    return parse_if_match(if_match)
+
+
+def parse_if_match(if_match: str | None) -> Precondition:
+    """The precondition an ``If-Match`` header sets, on a write or a read."""
     if if_match is None:
         return UNCONDITIONAL
     if if_match.strip() == "*":

@@ -12,8 +12,10 @@ from kvstore.errors import InvalidRequest
 MAX_KEY_CHARS = 255
 # A TTL is capped at 100 years so that now + ttl always fits a signed 64-bit column
 # and stays far below the "persistent" sentinel.
-MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000
-_TTL_PATTERN = re.compile(r"(\d{1,10})(?:\.(\d{1,3}))?")
+MAX_TTL_S = 100 * 365 * 24 * 3600
+MAX_TTL_MS = MAX_TTL_S * 1000
+TTL_DECIMALS = 3  # millisecond precision
+_TTL_PATTERN = re.compile(r"(\d+)(?:\.(\d+))?")
 
 
 def parse_key(encoded: bytes | str) -> str:
@@ -38,14 +40,26 @@ def validate_key(key: str) -> str:
 
 
 def parse_ttl_ms(text: str) -> int:
-    """Parse a TTL in decimal seconds with at most millisecond precision into milliseconds."""
+    """Parse a TTL in decimal seconds with at most millisecond precision into milliseconds.
+
+    The digits are counted before any is converted, so an absurdly long number gets the
+    100-year message rather than costing a huge integer conversion.
+    """
     match = _TTL_PATTERN.fullmatch(text)
     if match is None:
-        raise InvalidRequest(f"ttl must be a positive number of seconds with at most 3 decimals, got {text[:40]!r}")
-    whole, fraction = match.group(1), (match.group(2) or "").ljust(3, "0")
-    ttl_ms = int(whole) * 1000 + int(fraction)
+        raise InvalidRequest(f"ttl must be a positive number of decimal seconds, got {text[:40]!r}")
+    whole, fraction = match.group(1).lstrip("0"), match.group(2) or ""
+    if len(fraction) > TTL_DECIMALS:
+        raise InvalidRequest(f"ttl must have at most {TTL_DECIMALS} decimals (milliseconds), got {text[:40]!r}")
+    if len(whole) > len(str(MAX_TTL_S)):
+        raise _ttl_too_long()
+    ttl_ms = int(whole or "0") * 1000 + int(fraction.ljust(TTL_DECIMALS, "0"))
     if ttl_ms <= 0:
         raise InvalidRequest("ttl must be greater than 0")
     if ttl_ms > MAX_TTL_MS:
-        raise InvalidRequest(f"ttl must be at most {MAX_TTL_MS // 1000} seconds (100 years)")
+        raise _ttl_too_long()
     return ttl_ms
+
+
+def _ttl_too_long() -> InvalidRequest:
+    return InvalidRequest(f"ttl must be at most {MAX_TTL_S} seconds (100 years)")

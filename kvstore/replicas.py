@@ -64,6 +64,7 @@ class ReplicaHealth:
     lag_s: float | None = None
     behind_since: float | None = None
     opened: bool = False
+    probed: bool = False
     problem: str | None = "not probed yet"
     in_flight: int = 0  # reads between ReplicaSet.acquire and release
 
@@ -169,15 +170,20 @@ class ReplicaSet:
         self._update(health, lag, None if lag <= self.max_lag_s else f"lag {lag:.1f} s > {self.max_lag_s:g} s")
 
     def _update(self, health: ReplicaHealth, lag_s: float | None, problem: str | None) -> None:
-        was = health.in_rotation
-        health.lag_s, health.problem, health.in_rotation = lag_s, problem, problem is None
+        first, was_serving, was_problem = not health.probed, health.in_rotation, health.problem
+        health.lag_s, health.problem, health.in_rotation, health.probed = lag_s, problem, problem is None, True
         role = health.node.role
         metrics.REPLICA_IN_ROTATION.labels(self.shard, role).set(int(health.in_rotation))
         if lag_s is not None:
             metrics.REPLICA_LAG.labels(self.shard, role).set(lag_s)
-        if was != health.in_rotation:
-            change = "back in rotation" if health.in_rotation else "out of rotation"
-            log.warning(f"replica {change}", extra={"replica": health.node.label, "problem": problem})
+        replica = health.node.label
+        # Only what changed: the first probe settles where a replica starts, later ones log a move.
+        if health.in_rotation and first:
+            log.info("replica in rotation", extra={"replica": replica})
+        elif health.in_rotation and not was_serving:
+            log.info("replica back in rotation", extra={"replica": replica, "was": was_problem})
+        elif not health.in_rotation and (first or was_serving):
+            log.warning("replica out of rotation", extra={"replica": replica, "problem": problem})
 
     async def close(self, timeout_s: float) -> None:
         await asyncio.gather(*(health.node.close(timeout_s) for health in self.replicas))

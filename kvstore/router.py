@@ -29,7 +29,7 @@ class Route:
 
     owner: Shard
     fallback: Shard | None = None
-    writable: bool = True
+    writes_paused_by: Phase | None = None
 
 
 class Router:
@@ -48,7 +48,7 @@ class Router:
                 f"no shard confirmed the ring for {silent_s:.1f} s; refusing to route by a ring that may be stale",
             )
         fallback = None if placement.fallback is None else self.shards[placement.fallback]
-        return Route(self.shards[placement.owner], fallback, placement.writable)
+        return Route(self.shards[placement.owner], fallback, placement.writes_paused_by)
 
     def may_purge(self, shard: str) -> Callable[[str], bool]:
         """The sweeper's guard for ``shard``: whether a dead row may be hard-deleted now."""

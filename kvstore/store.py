@@ -25,8 +25,9 @@ from kvstore import metrics
 from kvstore.backends.base import Node, Put, Row
 from kvstore.batching import Attempt
 from kvstore.conditions import Precondition
-from kvstore.errors import PreconditionFailed, ShardError, ShardTimeout, ShardUnavailable
+from kvstore.errors import ShardError, ShardTimeout, ShardUnavailable
 from kvstore.positions import decode_read_after, encode_read_after
+from kvstore.reshard.state import write_pause_detail
 from kvstore.router import Route, Router
 from kvstore.shard import Shard
 
@@ -97,7 +98,7 @@ class KeyValueStore:
 
         result = await self._run(shard, "touch", attempt, write)
         if result is None and precondition.is_conditional:
-            raise PreconditionFailed("the key's current version does not match If-Match")
+            raise precondition.failure()
         return result
 
     async def delete(self, key: str, precondition: Precondition) -> WriteResult | None:
@@ -115,13 +116,13 @@ class KeyValueStore:
 
         result = await self._run(shard, "delete", attempt, write)
         if result is None and precondition.is_conditional:
-            raise PreconditionFailed("the key's current version does not match If-Match")
+            raise precondition.failure()
         return result
 
     def _write_route(self, key: str) -> Route:
         route = self.router.route(key)
-        if not route.writable:
-            raise ShardUnavailable(route.owner.name, "the key is moving back to its previous shard (reshard abort)")
+        if route.writes_paused_by is not None:
+            raise ShardUnavailable(route.owner.name, write_pause_detail(route.writes_paused_by))
         return route
 
     async def _run(self, shard: Shard, op: str, attempt: Attempt | None, call: Callable[[], Awaitable[T]]) -> T:
@@ -179,9 +180,9 @@ async def _put_conditionally(
     if when.require_absent:
         row = await node.create(key, value, ttl_ms)
         if row is None:
-            raise PreconditionFailed("the key exists (If-None-Match: *)")
+            raise when.failure()
         return row, True
     row = await node.replace(key, value, ttl_ms, when.if_version)
     if row is None:
-        raise PreconditionFailed("the key's current version does not match If-Match")
+        raise when.failure()
     return row, False

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kvstore import metrics
 from kvstore.config import Settings
@@ -30,7 +30,7 @@ from kvstore.http.kv import ROUTE, KeyValueResource
 from kvstore.http.limits import HeaderLimit, LoadShedder
 from kvstore.http.middleware import RequestContext
 from kvstore.http.openapi import openapi_document
-from kvstore.http.problems import error_response, problem
+from kvstore.http.problems import error_response, problem, routing_error
 from kvstore.router import Router
 from kvstore.shard import Shard
 from kvstore.store import KeyValueStore
@@ -44,6 +44,7 @@ _GAUGE_INTERVAL_S = 1.0
 @dataclass
 class Lifecycle:
     ready: bool = False
+    start_failure_logged: bool = False  # the start-up failed and the log says why, in one line per cause
     background_stop: asyncio.Event = field(default_factory=asyncio.Event)
     background: list[asyncio.Task[None]] = field(default_factory=list)  # sweepers and replica probes
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -88,10 +89,17 @@ def create_app(settings: Settings) -> ASGIApp:
             *(open_shard(s, server.startup_timeout_s) for s in router.shards.values()), return_exceptions=True
         )
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if not failures:
+            try:
+                await router.refresh()  # a ring record on the shards overrides the config's ring
+            except KvError as error:
+                failures.append(error)
         if failures:
-            for failure in failures:
-                log.error("start-up failed: %s", failure)
             await router.close(server.graceful_shutdown_s)
+            causes = [failure for failure in failures if isinstance(failure, KvError)]
+            for cause in causes:
+                log.error("start-up failed: %s", cause)
+            lifecycle.start_failure_logged = len(causes) == len(failures)  # anything else is a bug: keep its traceback
             raise failures[0]
         lifecycle.tasks.append(asyncio.create_task(publish_pool_gauges(router)))
         stop = lifecycle.background_stop
@@ -105,11 +113,6 @@ def create_app(settings: Settings) -> ASGIApp:
                 probe = shard.replicas.run(stop, server.replica_probe_interval_s)
                 lifecycle.background.append(asyncio.create_task(probe))
 
-        try:
-            await router.refresh()  # a ring record on the shards overrides the config's ring
-        except KvError:
-            await router.close(server.graceful_shutdown_s)
-            raise
         for shard in list(router.shards.values()):
             await start_background(shard)
         lifecycle.background.append(asyncio.create_task(router.watch(stop, start_background)))
@@ -120,7 +123,12 @@ def create_app(settings: Settings) -> ASGIApp:
         lifecycle.ready = True
         log.info(
             "serving",
-            extra={"shards": sorted(router.shards), "ring_epoch": router.topology.epoch, "auth": bool(settings.tokens)},
+            extra={
+                "listen": f"{server.host}:{server.port}",
+                "shards": sorted(router.shards),
+                "ring_epoch": router.topology.epoch,
+                "auth": bool(settings.tokens),
+            },
         )
         if not settings.tokens and not _is_loopback(server.host):
             log.warning(
@@ -162,16 +170,16 @@ def create_app(settings: Settings) -> ASGIApp:
             if shard.replicas is not None
             for health in shard.replicas.replicas
         }
+        # Replicas appear only where there are some, in either answer.
+        with_replicas: dict[str, object] = {"replicas": replicas} if replicas else {}
         if down:
             detail = f"shard primary unreachable: {', '.join(down)}"
             headers = {"Retry-After": str(server.retry_after_s)}
-            return problem(503, detail, headers=headers, shards=shards, replicas=replicas)
+            return problem(503, detail, headers=headers, shards=shards, **with_replicas)
         # Replicas out of rotation cost capacity, not correctness: ready, but degraded.
         status = "degraded" if any(not state.startswith("up") for state in replicas.values()) else "ready"
         ring = {"epoch": router.topology.epoch, "phase": router.topology.phase.value}
-        body: dict[str, object] = {"status": status, "shards": shards, "ring": ring}
-        if replicas:
-            body["replicas"] = replicas
+        body: dict[str, object] = {"status": status, "shards": shards, **with_replicas, "ring": ring}
         return Response(orjson.dumps(body), media_type="application/json")
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -191,7 +199,7 @@ def create_app(settings: Settings) -> ASGIApp:
 
     async def on_http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
-        return problem(error.status_code, error.detail, headers=error.headers)
+        return routing_error(error, request.method)
 
     async def on_unexpected(request: Request, error: Exception) -> Response:
         # Logged (with its request id) by RequestContext, which sees the exception next.
@@ -213,11 +221,34 @@ def create_app(settings: Settings) -> ASGIApp:
         lifespan=lifespan,
         exception_handlers={KvError: on_kv_error, HTTPException: on_http_error, Exception: on_unexpected},
     )
+    # `/v1/kv` and `/healthz/` are answered 404 + problem+json: a 307 with an empty body helps no API client.
+    app.router.redirect_slashes = False
     guarded: ASGIApp = BearerAuth(app, settings.tokens) if settings.tokens else app
     limited = HeaderLimit(LoadShedder(guarded, server.max_in_flight, server.retry_after_s))
     # Outermost, so that even a 500 rendered by Starlette's ServerErrorMiddleware carries the
     # request id, and the error is logged once, with it.
-    return RequestContext(limited, log_requests=server.access_log)
+    return QuietStartFailure(RequestContext(limited, log_requests=server.access_log), lifecycle)
+
+
+class QuietStartFailure:
+    """Starlette reports a failed start-up with its traceback, which uvicorn logs as one huge JSON
+    line; when the lifespan has already logged the cause in one line, report nothing more."""
+
+    def __init__(self, app: ASGIApp, lifecycle: Lifecycle) -> None:
+        self.app = app
+        self.lifecycle = lifecycle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_quietly(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.lifecycle.start_failure_logged:
+                message = {"type": message["type"], "message": ""}
+            await send(message)
+
+        await self.app(scope, receive, send_quietly)
 
 
 async def _probe(shard: Shard) -> str:

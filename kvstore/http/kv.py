@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from kvstore.backends.base import Row
-from kvstore.conditions import Precondition, format_etag, none_match, parse_preconditions
+from kvstore.conditions import Precondition, format_etag, none_match, parse_if_match, parse_preconditions
 from kvstore.errors import InvalidRequest, ValueTooLarge
 from kvstore.http.problems import problem
 from kvstore.keys import parse_key, parse_ttl_ms
@@ -23,6 +23,10 @@ ROUTE = PREFIX + "{key:key}"
 READ_AFTER_HEADER = "Kv-Read-After"
 _PREFIX_BYTES = PREFIX.encode()
 _NOT_FOUND_DETAIL = "no live value for this key (missing, expired or deleted)"
+_PATCH_BODY_DETAIL = (
+    "PATCH takes no body: it changes only the expiry (?ttl=SECONDS or ?persist=true) and leaves the value "
+    "untouched; to change the value, PUT it"
+)
 
 
 class KeyConvertor(Convertor[str]):
@@ -82,6 +86,14 @@ async def read_value(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+async def has_body(request: Request) -> bool:
+    """Whether the request carries a body, known from its first non-empty chunk (the rest is not read)."""
+    async for chunk in request.stream():
+        if chunk:
+            return True
+    return False
+
+
 def row_headers(row: Row) -> dict[str, str]:
     headers = {"ETag": format_etag(row.version)}
     if row.expires_at_ms is not None:
@@ -138,7 +150,11 @@ class KeyValueResource:
 
     async def get(self, request: Request, key: str) -> Response:
         strong, read_after = read_options(request, query(request, self._GET_PARAMS))
-        row = await self.store.get(key, strong=strong, read_after=read_after)
+        if_match = parse_if_match(request.headers.get("if-match"))
+        # RFC 9110 13.1.1: If-Match is judged against the current version, which is the primary's.
+        row = await self.store.get(key, strong=strong or if_match.is_conditional, read_after=read_after)
+        if not if_match.holds(None if row is None else row.version):
+            raise if_match.failure()
         if row is None:
             return not_found()
         headers = row_headers(row)
@@ -162,6 +178,9 @@ class KeyValueResource:
             raise InvalidRequest("persist must be 'true'")
         ttl_ms = parse_ttl_ms(params["ttl"]) if "ttl" in params else None
         precondition = write_preconditions(request, allow_absent=False)
+        # Refused, not ignored: a client sending a value here believes it is being stored.
+        if await has_body(request):
+            raise InvalidRequest(_PATCH_BODY_DETAIL)
         result = await self.store.touch(key, ttl_ms, precondition)
         return not_found() if result is None else written(key, result, 200)
 

@@ -3,7 +3,7 @@
 from typing import Any
 
 from kvstore import __version__
-from kvstore.keys import MAX_KEY_CHARS
+from kvstore.keys import MAX_KEY_CHARS, MAX_TTL_S, TTL_DECIMALS
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _UNAVAILABLE = {"$ref": "#/components/responses/Unavailable"}
@@ -11,6 +11,37 @@ _UNAVAILABLE = {"$ref": "#/components/responses/Unavailable"}
 
 def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "schema": schema}
+
+
+def ttl_pattern() -> str:
+    """What ``parse_ttl_ms`` accepts, as a regular expression built from its limits.
+
+    Exact but for leading zeros, which the server takes and the document does not offer: a positive
+    number of seconds up to ``MAX_TTL_S`` with at most ``TTL_DECIMALS`` decimals.
+    """
+    decimals = f"(?:\\.\\d{{1,{TTL_DECIMALS}}})?"
+    below_max = "|".join(_integers_below(str(MAX_TTL_S)))
+    at_max = f"{MAX_TTL_S}(?:\\.0{{1,{TTL_DECIMALS}}})?"
+    # A fraction of a second: at least one non-zero digit among its decimals.
+    fraction = "|".join(
+        "0" * zeros + "[1-9]" + _up_to_digits(TTL_DECIMALS - 1 - zeros) for zeros in range(TTL_DECIMALS)
+    )
+    return f"^(?:(?:{below_max}){decimals}|{at_max}|0\\.(?:{fraction}))$"
+
+
+def _integers_below(limit: str) -> list[str]:
+    """Alternatives matching every integer from 1 up to ``limit`` (exclusive), without leading zeros."""
+    alternatives = [f"[1-9]\\d{{0,{len(limit) - 2}}}"] if len(limit) > 1 else []
+    for position, digit in enumerate(int(d) for d in limit):
+        lowest = 1 if position == 0 else 0
+        if digit > lowest:
+            smaller = str(lowest) if digit - 1 == lowest else f"[{lowest}-{digit - 1}]"
+            alternatives.append(f"{limit[:position]}{smaller}\\d{{{len(limit) - position - 1}}}")
+    return alternatives
+
+
+def _up_to_digits(count: int) -> str:
+    return f"\\d{{0,{count}}}" if count else ""
 
 
 def openapi_document(max_value_bytes: int) -> dict[str, Any]:
@@ -35,18 +66,15 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
     ttl_param = {
         "name": "ttl",
         "in": "query",
-        "description": "Seconds until expiry: > 0, at most 3 decimals, at most 100 years",
-        # Narrower than what the server takes (which allows leading zeros and up to 100 years),
-        # but exact about what it refuses: zero, more than 3 decimals, exponents, signs.
-        "schema": {
-            "type": "string",
-            "pattern": r"^(?:[1-9]\d{0,8}(?:\.\d{1,3})?|0\.(?:[1-9]\d{0,2}|0[1-9]\d?|00[1-9]))$",
-        },
+        "description": (
+            f"Seconds until expiry: > 0, at most {TTL_DECIMALS} decimals, at most {MAX_TTL_S} seconds (100 years)"
+        ),
+        "schema": {"type": "string", "pattern": ttl_pattern()},
     }
     if_match = {
         "name": "If-Match",
         "in": "header",
-        "description": 'Write only if the current version has this ETag ("*": only if the key is live)',
+        "description": 'Only if the current version has this ETag ("*": only if the key is live); else 412',
         "schema": {"type": "string", "pattern": r'^\s*(?:\*|(?:W/)?"[^"]*")\s*$'},
     }
     return {
@@ -62,6 +90,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                 "get": {
                     "summary": "Read a value (from a replica in rotation unless strong or read-after says otherwise)",
                     "parameters": [
+                        if_match,
                         {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
                         {
                             "name": "consistency",
@@ -88,6 +117,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                         },
                         "400": _PROBLEM,
                         "404": _PROBLEM,
+                        "412": _PROBLEM,
                         "503": _UNAVAILABLE,
                     },
                 },
@@ -119,6 +149,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                 },
                 "patch": {
                     "summary": "Change the expiry (ttl) or remove it (persist=true), keeping the value",
+                    "description": "Takes no request body (400): the value is changed by PUT.",
                     "parameters": [
                         ttl_param,
                         {"name": "persist", "in": "query", "schema": {"type": "string", "enum": ["true"]}},

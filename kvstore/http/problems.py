@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from kvstore.errors import InvalidRequest, KvError, PreconditionFailed, SchemaError, ShardError, ValueTooLarge
@@ -38,6 +39,24 @@ def problem(
     body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
     body.update(extensions)
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def no_endpoint() -> Response:
+    return problem(404, "no endpoint at this path: keys are at /v1/kv/{key}; see /openapi.json")
+
+
+def method_not_allowed(method: str, allow: str) -> Response:
+    return problem(405, f"{method} is not allowed here; allowed: {allow}", headers={"Allow": allow})
+
+
+def routing_error(error: HTTPException, method: str) -> Response:
+    """Starlette's routing errors (no such path, method not allowed) with a detail to act on."""
+    allow = (error.headers or {}).get("Allow")
+    if error.status_code == 404:
+        return no_endpoint()
+    if error.status_code == 405 and allow is not None:
+        return method_not_allowed(method, allow)
+    return problem(error.status_code, error.detail, headers=error.headers)
 
 
 def error_response(error: KvError, retry_after_s: int) -> Response:

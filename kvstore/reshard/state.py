@@ -131,7 +131,18 @@ class Placement:
 
     owner: str  # the shard that holds the key's current row and takes its writes
     fallback: str | None = None  # where a row not yet copied may still be: read (and copy) from here
-    writable: bool = True  # False while front ends switch to the migration, and while an abort moves it back
+    writes_paused_by: Phase | None = None  # preparing / aborting: the phase that refuses writes for now
+
+
+# Why a phase pauses writes to moving keys, as the 503 detail tells a client.
+_WRITE_PAUSES = {
+    Phase.PREPARING: "the reshard prepares (front ends switch to the new ring)",
+    Phase.ABORTING: "the reshard abort moves it back to its previous shard",
+}
+
+
+def write_pause_detail(phase: Phase) -> str:
+    return f"writes to this key are paused while {_WRITE_PAUSES[phase]} (phase {phase.value})"
 
 
 @dataclass(frozen=True)
@@ -155,7 +166,7 @@ class Topology:
         source = self.previous.owner(key)
         if source == owner:
             return Placement(owner)
-        return Placement(owner, fallback=source, writable=self.phase is Phase.COPYING)
+        return Placement(owner, fallback=source, writes_paused_by=None if self.phase is Phase.COPYING else self.phase)
 
     def may_purge(self, shard: str, key: str) -> bool:
         """Whether a sweeper may hard-delete ``key``'s dead row on ``shard``.

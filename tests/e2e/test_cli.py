@@ -1,8 +1,10 @@
 """The `kvstore` command as an operator runs it: real processes, real files."""
 
 import fcntl
+import json
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -72,14 +74,30 @@ def test_foreign_store_table_stops_the_start(tmp_path: Path) -> None:
     assert "table 'store' exists but was not created by kvstore" in result.stderr
 
 
-def test_unreachable_shard_at_start_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_unreachable_shard_at_start_is_named_in_one_line(tmp_path: Path, workers: str) -> None:
     dead = f"postgresql://kvstore@127.0.0.1:{free_port()}/kvstore"
     config = write_config(tmp_path / "shards.yaml", "postgres", [dead], startup_timeout_s=1, connect_timeout_s=0.5)
     started = time.monotonic()
-    result = kvstore("serve", "--config", str(config), "--port", str(free_port()))
+    result = kvstore("serve", "--config", str(config), "--port", str(free_port()), "--workers", workers)
     assert result.returncode != 0
-    assert "shard s0: unreachable at start-up" in result.stderr
     assert time.monotonic() - started < 20
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # every line is one JSON object
+    causes = [line["msg"] for line in lines if "shard s0: unreachable at start-up" in line["msg"]]
+    assert 1 <= len(causes) <= int(workers), result.stderr  # a second worker may be stopped before it gives up
+    assert "Traceback" not in result.stderr and "startup complete" not in result.stderr
+
+
+def test_a_busy_port_stops_the_start_before_any_shard_opens(tmp_path: Path) -> None:
+    config = sqlite_config(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = kvstore("serve", "--config", str(config), "--port", str(port))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert not (tmp_path / "a.db").exists(), "no shard was opened"
 
 
 @pytest.mark.parametrize("sweeper", [True, False])

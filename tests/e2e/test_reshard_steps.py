@@ -15,6 +15,7 @@ import pytest
 
 from kvstore.backends.base import PERSISTENT_TTL
 from kvstore.cluster.ports import free_port
+from kvstore.reshard.state import Phase, RingRecord
 from tests.support import rawdb
 from tests.support.fleet import Shard, kvstore, new_shards, placement, ring, write_config
 from tests.support.server import ServerProcess
@@ -179,6 +180,46 @@ def test_abort_returns_to_the_old_ring_with_every_write(tmp_path: Path, request:
     assert asyncio.run(stored_rows(new[2:])) == {}, "rows were left on the abandoned shard"
     verified = kvstore("verify", "--config", str(config))
     assert verified.returncode == 0, verified.stdout
+
+
+def test_a_phase_that_pauses_writes_names_itself(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Ring records written straight to the shards: s1's weight doubles, so some keys move s0 -> s1."""
+    shards = new_shards("s", "sqlite", 2, tmp_path, request)
+    config = write_config(tmp_path / "shards.yaml", shards)
+    assert kvstore("shards", "init", "--config", str(config)).returncode == 0
+    old = tuple({**shard.spec(), "weight": 1} for shard in shards)
+    new = (old[0], {**old[1], "weight": 2})
+
+    def publish(epoch: int, phase: Phase) -> None:
+        record = RingRecord(epoch, phase, new, 256, previous=old, migration="m").encode()
+        for shard in shards:
+            asyncio.run(rawdb.execute(shard.backend, shard.location, "DELETE FROM kvstore_state WHERE name = 'ring'"))
+            sql = "INSERT INTO kvstore_state (name, epoch, value) VALUES ('ring', ?, ?)"
+            asyncio.run(rawdb.execute(shard.backend, shard.location, sql, epoch, record))
+
+    record = RingRecord(1, Phase.PREPARING, new, 256, previous=old)
+    old_ring, new_ring = record.previous_ring(), record.ring()
+    assert old_ring is not None
+    keys = [f"k{n}" for n in range(200)]
+    moving = next(key for key in keys if old_ring.owner(key) != new_ring.owner(key))
+    staying = next(key for key in keys if old_ring.owner(key) == new_ring.owner(key))
+    front_end = ServerProcess(config).start()
+    try:
+        with httpx.Client(base_url=front_end.url, timeout=10) as client:
+            for epoch, phase, says in (
+                (1, Phase.PREPARING, "the reshard prepares"),
+                (2, Phase.ABORTING, "moves it back"),
+            ):
+                publish(epoch, phase)
+                wait_for_phase(client, phase.value)
+                refused = client.put(f"/v1/kv/{moving}", content=b"v")
+                assert refused.status_code == 503 and "retry-after" in refused.headers
+                detail = refused.json()["detail"]
+                assert "writes to this key are paused" in detail and f"(phase {phase.value})" in detail, detail
+                assert says in detail, detail
+                assert client.put(f"/v1/kv/{staying}", content=b"v").status_code in (200, 201)
+    finally:
+        front_end.stop()
 
 
 def test_steps_out_of_order_are_refused_with_a_reason(tmp_path: Path, request: pytest.FixtureRequest) -> None:

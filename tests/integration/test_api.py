@@ -176,6 +176,51 @@ def test_if_match_on_put_patch_delete(client: httpx.Client) -> None:
     assert_problem(client.delete(url(key), headers={"If-Match": etag}), 412)
 
 
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_if_match_star_on_a_missing_key_says_it_is_not_live(client: httpx.Client, method: str) -> None:
+    """RFC 9110 13.1.1: "*" is false when there is no current representation."""
+    key = new_key()
+    query = "?ttl=5" if method == "PATCH" else ""
+    content = b"v" if method == "PUT" else None
+    body = assert_problem(client.request(method, url(key) + query, content=content, headers={"If-Match": "*"}), 412)
+    assert "If-Match: *" in str(body["detail"]) and "no live value" in str(body["detail"])
+    assert "version" not in str(body["detail"])
+    assert_problem(client.get(url(key)), 404)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_reads_evaluate_if_match(client: httpx.Client, method: str) -> None:
+    """RFC 9110 13.1.1: a read whose If-Match does not match answers 412, not the value."""
+    key = new_key()
+    etag = client.put(url(key), content=b"v").headers["etag"]
+    assert client.request(method, url(key), headers={"If-Match": etag}).status_code == 200
+    assert client.request(method, url(key), headers={"If-Match": "*"}).status_code == 200
+    assert client.request(method, url(key), headers={"If-Match": '"1"'}).status_code == 412
+    missing = new_key()
+    assert client.request(method, url(missing), headers={"If-Match": "*"}).status_code == 412
+    assert client.request(method, url(missing), headers={"If-Match": etag}).status_code == 412
+    assert client.request(method, url(missing)).status_code == 404
+    if method == "GET":
+        assert_problem(client.get(url(key), headers={"If-Match": '"1"'}), 412)
+        both = client.get(url(key), headers={"If-Match": etag, "If-None-Match": etag})
+        assert both.status_code == 304, "If-Match held, then If-None-Match is evaluated"
+
+
+def test_patch_with_a_body_is_refused_and_changes_nothing(client: httpx.Client) -> None:
+    key = new_key()
+    etag = client.put(url(key), content=b"old").headers["etag"]
+    body = assert_problem(client.patch(url(key) + "?ttl=50", content=b"new"), 400)
+    assert "PUT" in str(body["detail"]) and "untouched" in str(body["detail"])
+
+    def chunks() -> Iterator[bytes]:
+        yield b"new"
+
+    assert_problem(client.patch(url(key) + "?persist=true", content=chunks()), 400)
+    got = client.get(url(key))
+    assert (got.content, got.headers["etag"], "expires-at" in got.headers) == (b"old", etag, False)
+    assert client.patch(url(key) + "?ttl=50", content=b"").status_code == 200
+
+
 def test_get_if_none_match_answers_not_modified(client: httpx.Client) -> None:
     key = new_key()
     etag = client.put(url(key), content=b"v").headers["etag"]
@@ -263,9 +308,17 @@ async def test_concurrent_patch_and_delete_are_atomic(server: ServerProcess) -> 
 )
 def test_bad_requests_get_problem_details(client: httpx.Client, method: str, path: str, status: int) -> None:
     response = client.request(method, path)
-    assert_problem(response, status)
+    body = assert_problem(response, status)
     if status == 405:
-        assert "allow" in response.headers
+        allowed = response.headers["allow"]
+        assert method in str(body["detail"]) and allowed in str(body["detail"])
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "POST"])
+@pytest.mark.parametrize("path", ["/v1/kv", "/v1", "/healthz/"])
+def test_paths_without_an_endpoint_are_problems_not_redirects(client: httpx.Client, method: str, path: str) -> None:
+    body = assert_problem(client.request(method, path, content=b"v"), 404)
+    assert "/v1/kv/{key}" in str(body["detail"])
 
 
 def test_bad_conditional_headers(client: httpx.Client) -> None:
@@ -304,10 +357,17 @@ def test_health_readiness_metrics_and_openapi(client: httpx.Client) -> None:
     assert set(spec["paths"]["/v1/kv/{key}"]) >= {"get", "put", "patch", "delete"}
 
 
-def test_requests_carry_a_request_id(client: httpx.Client) -> None:
-    assert len(client.get("/healthz").headers["x-request-id"]) == 32
-    echoed = client.get("/healthz", headers={"X-Request-ID": "abc123"})
-    assert echoed.headers["x-request-id"] == "abc123"
+@pytest.mark.parametrize(
+    "sent", ["abc123", "550e8400-e29b-41d4-a716-446655440000", "my-req-123", "trace_id:7.b-9", "x" * 128]
+)
+def test_requests_carry_the_clients_request_id(client: httpx.Client, sent: str) -> None:
+    assert client.get("/healthz", headers={"X-Request-ID": sent}).headers["x-request-id"] == sent
+
+
+@pytest.mark.parametrize("sent", ["", "x" * 129, "has space", "semi;colon", 'quote"', "ünï"])
+def test_an_odd_request_id_is_replaced_by_a_generated_one(client: httpx.Client, sent: str) -> None:
+    generated = client.get("/healthz", headers={"X-Request-ID": sent.encode()}).headers["x-request-id"]
+    assert generated != sent and len(generated) == 32
 
 
 def test_two_front_ends_see_each_others_writes(server: ServerProcess, other_server: ServerProcess) -> None:

@@ -5,6 +5,7 @@ replica in rotation (max_replica_lag_s 60), `strict` takes it out past 1 s.
 """
 
 import asyncio
+import json
 import shutil
 import tempfile
 import time
@@ -93,6 +94,19 @@ def replica_in_rotation(server: ServerProcess) -> bool:
 
 def replica_reads(replicated: Replicated) -> int:
     return int(replicated.replica.sql(READ_COUNTERS[replicated.backend]).strip())
+
+
+def test_start_and_stop_log_only_the_rotation_changes_that_happened(replicated: Replicated) -> None:
+    """A replica's first good probe puts it in rotation once (info); nothing claims it came back."""
+    config = replicated.cluster.config_path.with_name("quiet.yaml")
+    server = serve(replicated.cluster, config, 60)
+    try:
+        eventually(lambda: replica_in_rotation(server), what="the replica to join rotation")
+    finally:
+        server.stop()
+    entries = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    rotation = [(entry["level"], entry["msg"]) for entry in entries if "rotation" in entry["msg"]]
+    assert rotation == [("info", "replica in rotation")], rotation
 
 
 def test_reads_are_served_by_the_replica(replicated: Replicated) -> None:

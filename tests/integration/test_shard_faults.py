@@ -73,6 +73,7 @@ def test_stopped_shard_gives_fast_503_and_recovers(cluster: tuple[list[DatabaseI
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["shards"]["s0"] == "up" and ready.json()["shards"]["s1"].startswith("down")
+        assert "replicas" not in ready.json(), "as when ready: no replicas, no key"
 
         instances[1].start()
         deadline = time.monotonic() + 15

@@ -6,6 +6,7 @@ from kvstore.conditions import (
     format_etag,
     none_match,
     parse_etag,
+    parse_if_match,
     parse_preconditions,
 )
 from kvstore.errors import InvalidRequest, PreconditionFailed
@@ -59,3 +60,33 @@ def test_get_if_none_match_uses_weak_comparison() -> None:
     assert not none_match('"4"', 5)
     assert not none_match(None, 5)
     assert not none_match("garbage", 5)
+
+
+@pytest.mark.parametrize(
+    ("if_match", "version", "holds"),
+    [
+        (None, None, True),
+        (None, 7, True),
+        ("*", 7, True),
+        ("*", None, False),  # RFC 9110 13.1.1: no current representation
+        ('"7"', 7, True),
+        ('"7"', 8, False),
+        ('"7"', None, False),
+        ('W/"7"', 7, False),  # strong comparison
+    ],
+)
+def test_if_match_holds_per_rfc_9110(if_match: str | None, version: int | None, holds: bool) -> None:
+    assert parse_if_match(if_match).holds(version) is holds
+
+
+@pytest.mark.parametrize(
+    ("precondition", "says"),
+    [
+        (Precondition(require_live=True), "If-Match: * requires a live value"),
+        (Precondition(if_version=7), "no live value with the version If-Match names"),
+        (Precondition(require_absent=True), "If-None-Match: *"),
+    ],
+)
+def test_a_failed_precondition_says_what_it_required(precondition: Precondition, says: str) -> None:
+    assert says in str(precondition.failure())
+    assert isinstance(precondition.failure(), PreconditionFailed)

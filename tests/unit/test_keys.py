@@ -51,7 +51,18 @@ def test_bad_ttls_are_refused(text: str) -> None:
         parse_ttl_ms(text)
 
 
-def test_ttl_is_capped() -> None:
+@pytest.mark.parametrize("text", [str(MAX_TTL_MS // 1000 + 1), "99999999999", "1" + "0" * 5000, "3153600000.001"])
+def test_ttl_is_capped_at_100_years(text: str) -> None:
     assert parse_ttl_ms(str(MAX_TTL_MS // 1000)) == MAX_TTL_MS
-    with pytest.raises(InvalidRequest, match="at most"):
-        parse_ttl_ms(str(MAX_TTL_MS // 1000 + 1))
+    with pytest.raises(InvalidRequest, match=r"at most 3153600000 seconds \(100 years\)"):
+        parse_ttl_ms(text)
+
+
+@pytest.mark.parametrize("text", ["1.0001", "99999999999.0001"])
+def test_ttl_has_at_most_millisecond_precision(text: str) -> None:
+    with pytest.raises(InvalidRequest, match="at most 3 decimals"):
+        parse_ttl_ms(text)
+
+
+def test_leading_zeros_do_not_count_against_the_cap() -> None:
+    assert parse_ttl_ms("0" * 5000 + "5") == 5000

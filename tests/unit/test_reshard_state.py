@@ -9,7 +9,7 @@ import pytest
 from kvstore.config import ServerSettings
 from kvstore.errors import KvError
 from kvstore.reshard.migration import CopyCursor, settle_s
-from kvstore.reshard.state import Phase, Placement, RingRecord, Topology, ring_layout
+from kvstore.reshard.state import Phase, Placement, RingRecord, Topology, ring_layout, write_pause_detail
 from kvstore.ring import HashRing, RingNode
 
 OLD = HashRing([RingNode("s0"), RingNode("s1")], 64)
@@ -108,23 +108,39 @@ def test_stable_places_every_key_on_its_owner_alone() -> None:
 def test_copying_reads_moving_keys_from_the_old_owner_and_writes_them_on_the_new() -> None:
     copying = migrating(Phase.COPYING)
     for key in MOVING:
-        assert copying.place(key) == Placement(NEW.owner(key), fallback=OLD.owner(key), writable=True)
+        assert copying.place(key) == Placement(NEW.owner(key), fallback=OLD.owner(key))
     for key in STAYING:
-        assert copying.place(key) == Placement(NEW.owner(key), fallback=None, writable=True)
+        assert copying.place(key) == Placement(NEW.owner(key), fallback=None)
 
 
 def test_switched_places_every_key_on_its_new_owner_alone() -> None:
     switched = migrating(Phase.SWITCHED)
     for key in KEYS:
-        assert switched.place(key) == Placement(NEW.owner(key), fallback=None, writable=True)
+        assert switched.place(key) == Placement(NEW.owner(key), fallback=None)
+
+
+def test_preparing_refuses_writes_to_moving_keys_only_and_says_so() -> None:
+    preparing = migrating(Phase.PREPARING)
+    for key in MOVING:
+        assert preparing.place(key) == Placement(
+            NEW.owner(key), fallback=OLD.owner(key), writes_paused_by=Phase.PREPARING
+        )
+    for key in STAYING:
+        assert preparing.place(key) == Placement(NEW.owner(key))
+    assert write_pause_detail(Phase.PREPARING) == (
+        "writes to this key are paused while the reshard prepares (front ends switch to the new ring) (phase preparing)"
+    )
+    assert write_pause_detail(Phase.ABORTING).endswith("moves it back to its previous shard (phase aborting)")
 
 
 def test_aborting_refuses_writes_to_moving_keys_only() -> None:
     aborting = migrating(Phase.ABORTING)
     for key in MOVING:
-        assert aborting.place(key) == Placement(NEW.owner(key), fallback=OLD.owner(key), writable=False)
+        assert aborting.place(key) == Placement(
+            NEW.owner(key), fallback=OLD.owner(key), writes_paused_by=Phase.ABORTING
+        )
     for key in STAYING:
-        assert aborting.place(key) == Placement(NEW.owner(key), fallback=None, writable=True)
+        assert aborting.place(key) == Placement(NEW.owner(key), fallback=None)
 
 
 def test_topology_of_a_record_routes_like_its_rings() -> None:
