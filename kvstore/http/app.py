@@ -25,12 +25,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kvstore import metrics
 from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError
-from kvstore.http.auth import BearerAuth
-from kvstore.http.kv import ROUTE, KeyValueResource
-from kvstore.http.limits import HeaderLimit, LoadShedder
-from kvstore.http.middleware import RequestContext
+from kvstore.http.endpoints import HEALTHZ, METRICS, OPENAPI, READYZ
+from kvstore.http.front import Front
+from kvstore.http.kv import KeyRoute
 from kvstore.http.openapi import openapi_document
-from kvstore.http.problems import error_response, problem, routing_error
+from kvstore.http.problems import problem, routing_error
 from kvstore.router import Router
 from kvstore.shard import Shard
 from kvstore.store import KeyValueStore
@@ -188,46 +187,36 @@ def create_app(settings: Settings) -> ASGIApp:
     async def openapi(request: Request) -> Response:
         return Response(openapi_body, media_type="application/json")
 
-    async def on_kv_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, KvError)
-        if isinstance(error, ShardError):
-            log.warning(
-                "shard error",
-                extra={"shard": error.shard, "error": error.detail, "kind": type(error).__name__},
-            )
-        return error_response(error, server.retry_after_s)
-
     async def on_http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
-        return routing_error(error, request.method)
+        return routing_error(error)
 
     async def on_unexpected(request: Request, error: Exception) -> Response:
-        # Logged (with its request id) by RequestContext, which sees the exception next.
+        # Logged (with its request id) by the front, which sees the exception next.
         return problem(500, "internal error; see the server log for this request id")
 
+    # The key routes never get here: the front serves them itself (see front.py).
     routes = [
-        Route(
-            ROUTE,
-            KeyValueResource(store, server.max_value_bytes).handle,
-            methods=["GET", "HEAD", "PUT", "PATCH", "DELETE"],
-        ),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
+        Route(HEALTHZ.path, healthz, methods=list(HEALTHZ.methods)),
+        Route(READYZ.path, readyz, methods=list(READYZ.methods)),
+        Route(METRICS.path, metrics_endpoint, methods=list(METRICS.methods)),
+        Route(OPENAPI.path, openapi, methods=list(OPENAPI.methods)),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={KvError: on_kv_error, HTTPException: on_http_error, Exception: on_unexpected},
+        exception_handlers={HTTPException: on_http_error, Exception: on_unexpected},
     )
-    # `/v1/kv` and `/healthz/` are answered 404 + problem+json: a 307 with an empty body helps no API client.
     app.router.redirect_slashes = False
-    guarded: ASGIApp = BearerAuth(app, settings.tokens) if settings.tokens else app
-    limited = HeaderLimit(LoadShedder(guarded, server.max_in_flight, server.retry_after_s))
-    # Outermost, so that even a 500 rendered by Starlette's ServerErrorMiddleware carries the
-    # request id, and the error is logged once, with it.
-    return QuietStartFailure(RequestContext(limited, log_requests=server.access_log), lifecycle)
+    front = Front(
+        app,
+        KeyRoute(store, server.max_value_bytes),
+        tokens=settings.tokens,
+        max_in_flight=server.max_in_flight,
+        retry_after_s=server.retry_after_s,
+        log_requests=server.access_log,
+    )
+    return QuietStartFailure(front, lifecycle)
 
 
 class QuietStartFailure:

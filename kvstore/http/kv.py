@@ -1,191 +1,222 @@
-"""The ``/v1/kv/{key}`` resource: GET, HEAD, PUT, PATCH, DELETE.
+"""The ``/v1/kv/{key}`` resource: GET, HEAD, PUT, PATCH, DELETE, on the lean path.
 
-Handlers only translate between HTTP and :class:`~kvstore.store.KeyValueStore`; errors are
-raised as our own exceptions and rendered as problem+json by the app's error handlers.
+No Request or Response objects: the handler reads the scope, the headers ``front.py`` collected
+in its one pass, and the body from ``receive``, and returns a :class:`~kvstore.http.reply.Reply`.
+It only translates between HTTP and :class:`~kvstore.store.KeyValueStore`; errors are raised as
+our own exceptions and rendered as problem+json by the front.
 """
 
-from typing import Any
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import orjson
-from starlette.convertors import Convertor, register_url_convertor
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from kvstore.backends.base import Row
 from kvstore.conditions import Precondition, format_etag, none_match, parse_if_match, parse_preconditions
 from kvstore.errors import InvalidRequest, ValueTooLarge
-from kvstore.http.problems import problem
+from kvstore.http import reply
+from kvstore.http.endpoints import KEY_PREFIX
+from kvstore.http.reply import RawHeaders, Reply
 from kvstore.keys import parse_key, parse_ttl_ms
 from kvstore.store import KeyValueStore, WriteResult
 
-PREFIX = "/v1/kv/"
-ROUTE = PREFIX + "{key:key}"
 READ_AFTER_HEADER = "Kv-Read-After"
-_PREFIX_BYTES = PREFIX.encode()
+_PREFIX_BYTES = KEY_PREFIX.encode()
 _NOT_FOUND_DETAIL = "no live value for this key (missing, expired or deleted)"
 _PATCH_BODY_DETAIL = (
     "PATCH takes no body: it changes only the expiry (?ttl=SECONDS or ?persist=true) and leaves the value "
     "untouched; to change the value, PUT it"
 )
+_NO_PARAMS = frozenset[str]()
+_GET_PARAMS = frozenset({"consistency", "after"})
+_PUT_PARAMS = frozenset({"ttl"})
+_PATCH_PARAMS = frozenset({"ttl", "persist"})
 
 
-class KeyConvertor(Convertor[str]):
-    """Matches every key, newlines included: Starlette's ``path`` convertor (``.*``) stops at them."""
-
-    regex = "[\\s\\S]*"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived: there is nobody to answer."""
 
 
-register_url_convertor("key", KeyConvertor())
+@dataclass(slots=True)
+class RequestHeaders:
+    """The request headers admission and the key routes read, collected in one pass (first wins)."""
+
+    size: int = 0
+    request_id: bytes | None = None
+    authorization: bytes | None = None
+    content_length: bytes | None = None
+    if_match: str | None = None
+    if_none_match: str | None = None
+    consistency: str | None = None
+    read_after: str | None = None
+
+    @classmethod
+    def scan(cls, raw: RawHeaders) -> "RequestHeaders":
+        found = cls()
+        size = 0
+        for name, value in raw:
+            size += len(name) + len(value)
+            if name == b"x-request-id":
+                found.request_id = found.request_id or value
+            elif name == b"authorization":
+                found.authorization = found.authorization or value
+            elif name == b"content-length":
+                found.content_length = found.content_length or value
+            elif name == b"if-match":
+                found.if_match = found.if_match or value.decode("latin-1")
+            elif name == b"if-none-match":
+                found.if_none_match = found.if_none_match or value.decode("latin-1")
+            elif name == b"consistency":
+                found.consistency = found.consistency or value.decode("latin-1")
+            elif name == b"kv-read-after":
+                found.read_after = found.read_after or value.decode("latin-1")
+        found.size = size
+        return found
 
 
-def key_from(request: Request) -> str:
+def key_from(scope: Scope) -> str:
     """The key, decoded strictly from the raw path so invalid UTF-8 is refused, not replaced."""
-    raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
     raw = raw.split(b"?", 1)[0]
     return parse_key(raw[len(_PREFIX_BYTES) :] if raw.startswith(_PREFIX_BYTES) else raw)
 
 
-def query(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+def query(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
     """Query parameters, refusing unknown or repeated ones (a typo must not pass silently)."""
     params: dict[str, str] = {}
-    if not request.scope["query_string"]:  # the common case: nothing to parse
+    if not scope["query_string"]:  # the common case: nothing to parse
         return params
-    for name, value in request.query_params.multi_items():
+    for name, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
         if name not in allowed:
             expected = ", ".join(sorted(allowed)) or "none"
-            raise InvalidRequest(f"unknown query parameter {name[:40]!r} for {request.method}; allowed: {expected}")
+            raise InvalidRequest(f"unknown query parameter {name[:40]!r} for {scope['method']}; allowed: {expected}")
         if name in params:
             raise InvalidRequest(f"query parameter {name!r} given more than once")
         params[name] = value
     return params
 
 
-def write_preconditions(request: Request, *, allow_absent: bool) -> Precondition:
-    precondition = parse_preconditions(request.headers.get("if-match"), request.headers.get("if-none-match"))
+def write_preconditions(headers: RequestHeaders, method: str, *, allow_absent: bool) -> Precondition:
+    precondition = parse_preconditions(headers.if_match, headers.if_none_match)
     if precondition.require_absent and not allow_absent:
-        raise InvalidRequest(f"If-None-Match is not supported on {request.method}")
+        raise InvalidRequest(f"If-None-Match is not supported on {method}")
     return precondition
 
 
-async def read_value(request: Request, limit: int) -> bytes:
+async def read_value(receive: Receive, declared: bytes | None, limit: int) -> bytes:
     """The request body, refused as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ValueTooLarge(f"value is {declared} bytes; the maximum is {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ValueTooLarge(f"value is over the maximum of {limit} bytes")
-    return bytes(body)
-
-
-async def has_body(request: Request) -> bool:
-    """Whether the request carries a body, known from its first non-empty chunk (the rest is not read)."""
-    async for chunk in request.stream():
+        raise ValueTooLarge(f"value is {declared.decode()} bytes; the maximum is {limit}")
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
         if chunk:
+            body = chunk if not body else body + chunk
+            if len(body) > limit:
+                raise ValueTooLarge(f"value is over the maximum of {limit} bytes")
+        if not message.get("more_body", False):
+            return body
+
+
+async def has_body(receive: Receive) -> bool:
+    """Whether the request carries a body, known from its first non-empty chunk (the rest is not read)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        if message.get("body"):
             return True
-    return False
+        if not message.get("more_body", False):
+            return False
 
 
-def row_headers(row: Row) -> dict[str, str]:
-    headers = {"ETag": format_etag(row.version)}
+def row_headers(row: Row) -> RawHeaders:
+    headers = [(b"etag", format_etag(row.version).encode())]
     if row.expires_at_ms is not None:
-        headers["Expires-At"] = str(row.expires_at_ms)
+        headers.append((b"expires-at", str(row.expires_at_ms).encode()))
     return headers
 
 
-def read_after_header(result: WriteResult) -> dict[str, str]:
-    return {} if result.read_after is None else {READ_AFTER_HEADER: result.read_after}
-
-
-def written(key: str, result: WriteResult, status: int) -> Response:
+def written(key: str, result: WriteResult, status: int) -> Reply:
     row = result.row
     assert row is not None
-    body: dict[str, Any] = {"key": key, "version": row.version, "expires_at": row.expires_at_ms}
-    headers = row_headers(row) | read_after_header(result)
-    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+    headers = row_headers(row)
+    if result.read_after is not None:
+        headers.append((b"kv-read-after", result.read_after.encode()))
+    body = orjson.dumps({"key": key, "version": row.version, "expires_at": row.expires_at_ms})
+    return Reply(status, headers, body, reply.JSON)
 
 
-def read_options(request: Request, params: dict[str, str]) -> tuple[bool, str | None]:
-    """``(strong, read_after)`` from ``?consistency=``/``Consistency:`` and ``?after=``/``Kv-Read-After:``."""
-    consistency = params.get("consistency") or request.headers.get("consistency") or "eventual"
-    if consistency not in ("strong", "eventual"):
-        raise InvalidRequest("consistency must be 'strong' or 'eventual'")
-    return consistency == "strong", params.get("after") or request.headers.get(READ_AFTER_HEADER)
+def not_found() -> Reply:
+    return reply.problem(404, _NOT_FOUND_DETAIL)
 
 
-def not_found() -> Response:
-    return problem(404, _NOT_FOUND_DETAIL)
-
-
-class KeyValueResource:
-    """One endpoint for every method on a key, dispatching on the method."""
-
-    _NO_PARAMS = frozenset[str]()
-    _GET_PARAMS = frozenset({"consistency", "after"})
-    _PUT_PARAMS = frozenset({"ttl"})
-    _PATCH_PARAMS = frozenset({"ttl", "persist"})
+class KeyRoute:
+    """One handler for every method on a key, dispatching on the method (admitted by the front)."""
 
     def __init__(self, store: KeyValueStore, max_value_bytes: int) -> None:
         self.store = store
         self.max_value_bytes = max_value_bytes
 
-    async def handle(self, request: Request) -> Response:
-        key = key_from(request)
-        method = request.method
+    async def handle(self, scope: Scope, receive: Receive, headers: RequestHeaders) -> Reply:
+        key = key_from(scope)
+        method = scope["method"]
         if method in ("GET", "HEAD"):
-            return await self.get(request, key)
+            return await self.get(scope, key, headers)
         if method == "PUT":
-            return await self.put(request, key)
+            return await self.put(scope, receive, key, headers)
         if method == "PATCH":
-            return await self.patch(request, key)
-        return await self.delete(request, key)
+            return await self.patch(scope, receive, key, headers)
+        return await self.delete(scope, key, headers)
 
-    async def get(self, request: Request, key: str) -> Response:
-        strong, read_after = read_options(request, query(request, self._GET_PARAMS))
-        if_match = parse_if_match(request.headers.get("if-match"))
+    async def get(self, scope: Scope, key: str, headers: RequestHeaders) -> Reply:
+        params = query(scope, _GET_PARAMS)
+        consistency = params.get("consistency") or headers.consistency or "eventual"
+        if consistency not in ("strong", "eventual"):
+            raise InvalidRequest("consistency must be 'strong' or 'eventual'")
+        if_match = parse_if_match(headers.if_match)
         # RFC 9110 13.1.1: If-Match is judged against the current version, which is the primary's.
-        row = await self.store.get(key, strong=strong or if_match.is_conditional, read_after=read_after)
+        strong = consistency == "strong" or if_match.is_conditional
+        row = await self.store.get(key, strong=strong, read_after=params.get("after") or headers.read_after)
         if not if_match.holds(None if row is None else row.version):
             raise if_match.failure()
         if row is None:
             return not_found()
-        headers = row_headers(row)
-        if none_match(request.headers.get("if-none-match"), row.version):
-            return Response(status_code=304, headers=headers)
-        return Response(row.value, headers=headers, media_type="application/octet-stream")
+        if none_match(headers.if_none_match, row.version):
+            return Reply(304, row_headers(row))
+        return Reply(200, row_headers(row), row.value or b"", reply.OCTET_STREAM)
 
-    async def put(self, request: Request, key: str) -> Response:
-        params = query(request, self._PUT_PARAMS)
+    async def put(self, scope: Scope, receive: Receive, key: str, headers: RequestHeaders) -> Reply:
+        params = query(scope, _PUT_PARAMS)
         ttl_ms = parse_ttl_ms(params["ttl"]) if "ttl" in params else None
-        precondition = write_preconditions(request, allow_absent=True)
-        value = await read_value(request, self.max_value_bytes)
+        precondition = write_preconditions(headers, "PUT", allow_absent=True)
+        value = await read_value(receive, headers.content_length, self.max_value_bytes)
         result = await self.store.put(key, value, ttl_ms, precondition)
         return written(key, result, 201 if result.created else 200)
 
-    async def patch(self, request: Request, key: str) -> Response:
-        params = query(request, self._PATCH_PARAMS)
+    async def patch(self, scope: Scope, receive: Receive, key: str, headers: RequestHeaders) -> Reply:
+        params = query(scope, _PATCH_PARAMS)
         if ("ttl" in params) == ("persist" in params):
             raise InvalidRequest("PATCH takes exactly one of ?ttl=SECONDS or ?persist=true")
         if "persist" in params and params["persist"] != "true":
             raise InvalidRequest("persist must be 'true'")
         ttl_ms = parse_ttl_ms(params["ttl"]) if "ttl" in params else None
-        precondition = write_preconditions(request, allow_absent=False)
+        precondition = write_preconditions(headers, "PATCH", allow_absent=False)
         # Refused, not ignored: a client sending a value here believes it is being stored.
-        if await has_body(request):
+        if await has_body(receive):
             raise InvalidRequest(_PATCH_BODY_DETAIL)
         result = await self.store.touch(key, ttl_ms, precondition)
         return not_found() if result is None else written(key, result, 200)
 
-    async def delete(self, request: Request, key: str) -> Response:
-        query(request, self._NO_PARAMS)
-        precondition = write_preconditions(request, allow_absent=False)
+    async def delete(self, scope: Scope, key: str, headers: RequestHeaders) -> Reply:
+        query(scope, _NO_PARAMS)
+        precondition = write_preconditions(headers, "DELETE", allow_absent=False)
         result = await self.store.delete(key, precondition)
-        return not_found() if result is None else Response(status_code=204, headers=read_after_header(result))
+        if result is None:
+            return not_found()
+        after = [] if result.read_after is None else [(b"kv-read-after", result.read_after.encode())]
+        return Reply(204, after)

@@ -3,10 +3,34 @@
 from typing import Any
 
 from kvstore import __version__
+from kvstore.http.endpoints import ENDPOINTS
 from kvstore.keys import MAX_KEY_CHARS, MAX_TTL_S, TTL_DECIMALS
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _UNAVAILABLE = {"$ref": "#/components/responses/Unavailable"}
+
+
+def _from_endpoint_table(documented: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The paths in the endpoint table's order, each operation marked with the scope it needs.
+
+    Every endpoint must be documented with exactly its methods (HEAD is GET's): the document is
+    built at start-up, so a route added to the table and not here stops the server from starting.
+    """
+    paths: dict[str, Any] = {}
+    for endpoint in ENDPOINTS:
+        operations = documented.pop(endpoint.path)
+        methods = {method.lower() for method in endpoint.methods if method != "HEAD"}
+        if methods != set(operations) - {"parameters"}:
+            raise AssertionError(f"{endpoint.path}: documented {sorted(operations)}, served {sorted(methods)}")
+        for method in methods:
+            scope = endpoint.scopes[method.upper()]
+            if scope is not None:
+                operations[method]["security"] = [{"bearer": []}]
+                operations[method]["x-kvstore-scope"] = scope
+        paths[endpoint.path] = operations
+    if documented:
+        raise AssertionError(f"documented but not served: {sorted(documented)}")
+    return paths
 
 
 def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -84,112 +108,123 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
             "version": __version__,
             "description": "Key-value store over SQL shards",
         },
-        "paths": {
-            "/v1/kv/{key}": {
-                "parameters": [key_param],
-                "get": {
-                    "summary": "Read a value (from a replica in rotation unless strong or read-after says otherwise)",
-                    "parameters": [
-                        if_match,
-                        {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
-                        {
-                            "name": "consistency",
-                            "in": "query",
-                            "description": "strong: read from the shard primary (also as a Consistency header)",
-                            "schema": {"type": "string", "enum": ["strong", "eventual"]},
+        "paths": _from_endpoint_table(
+            {
+                "/v1/kv/{key}": {
+                    "parameters": [key_param],
+                    "get": {
+                        "summary": "Read a value (from a replica in rotation unless strong or read-after rules it out)",
+                        "parameters": [
+                            if_match,
+                            {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
+                            {
+                                "name": "consistency",
+                                "in": "query",
+                                "description": "strong: read from the shard primary (also as a Consistency header)",
+                                "schema": {"type": "string", "enum": ["strong", "eventual"]},
+                            },
+                            {
+                                "name": "after",
+                                "in": "query",
+                                "description": "A write's Kv-Read-After token: never answer older than that write",
+                                "schema": {"type": "string"},
+                            },
+                        ],
+                        "responses": {
+                            "200": {
+                                "description": "The raw value",
+                                "headers": {"ETag": etag, "Expires-At": expires},
+                                "content": {
+                                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                                },
+                            },
+                            "304": {
+                                "description": "Not modified (If-None-Match matched)",
+                                "headers": {"ETag": etag},
+                            },
+                            "400": _PROBLEM,
+                            "404": _PROBLEM,
+                            "412": _PROBLEM,
+                            "503": _UNAVAILABLE,
                         },
-                        {
-                            "name": "after",
-                            "in": "query",
-                            "description": "A write's Kv-Read-After token: never answer older than that write",
-                            "schema": {"type": "string"},
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "The raw value",
-                            "headers": {"ETag": etag, "Expires-At": expires},
+                    },
+                    "put": {
+                        "summary": "Create or replace a value",
+                        "parameters": [
+                            ttl_param,
+                            if_match,
+                            {
+                                "name": "If-None-Match",
+                                "in": "header",
+                                "description": "'*': create only (fails if the key is live)",
+                                "schema": {"type": "string", "enum": ["*"]},
+                            },
+                        ],
+                        "requestBody": {
+                            "required": False,
+                            "description": f"The value: opaque bytes, at most {max_value_bytes} bytes",
                             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                         },
-                        "304": {
-                            "description": "Not modified (If-None-Match matched)",
-                            "headers": {"ETag": etag},
+                        "responses": {
+                            "200": written | {"description": "Replaced a live value"},
+                            "201": written | {"description": "Created (no live value existed)"},
+                            "400": _PROBLEM,
+                            "412": _PROBLEM,
+                            "413": _PROBLEM,
+                            "503": _UNAVAILABLE,
                         },
-                        "400": _PROBLEM,
-                        "404": _PROBLEM,
-                        "412": _PROBLEM,
-                        "503": _UNAVAILABLE,
                     },
-                },
-                "put": {
-                    "summary": "Create or replace a value",
-                    "parameters": [
-                        ttl_param,
-                        if_match,
-                        {
-                            "name": "If-None-Match",
-                            "in": "header",
-                            "description": "'*': create only (fails if the key is live)",
-                            "schema": {"type": "string", "enum": ["*"]},
+                    "patch": {
+                        "summary": "Change the expiry (ttl) or remove it (persist=true), keeping the value",
+                        "description": "Takes no request body (400): the value is changed by PUT.",
+                        "parameters": [
+                            ttl_param,
+                            {"name": "persist", "in": "query", "schema": {"type": "string", "enum": ["true"]}},
+                            if_match,
+                        ],
+                        "responses": {
+                            "200": written,
+                            "400": _PROBLEM,
+                            "404": _PROBLEM,
+                            "412": _PROBLEM,
+                            "503": _UNAVAILABLE,
                         },
-                    ],
-                    "requestBody": {
-                        "required": False,
-                        "description": f"The value: opaque bytes, at most {max_value_bytes} bytes",
-                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                     },
-                    "responses": {
-                        "200": written | {"description": "Replaced a live value"},
-                        "201": written | {"description": "Created (no live value existed)"},
-                        "400": _PROBLEM,
-                        "412": _PROBLEM,
-                        "413": _PROBLEM,
-                        "503": _UNAVAILABLE,
+                    "delete": {
+                        "summary": "Soft-delete a key",
+                        "parameters": [if_match],
+                        "responses": {
+                            "204": {"description": "Deleted", "headers": {"Kv-Read-After": read_after}},
+                            "400": _PROBLEM,
+                            "404": _PROBLEM,
+                            "412": _PROBLEM,
+                            "503": _UNAVAILABLE,
+                        },
                     },
                 },
-                "patch": {
-                    "summary": "Change the expiry (ttl) or remove it (persist=true), keeping the value",
-                    "description": "Takes no request body (400): the value is changed by PUT.",
-                    "parameters": [
-                        ttl_param,
-                        {"name": "persist", "in": "query", "schema": {"type": "string", "enum": ["true"]}},
-                        if_match,
-                    ],
-                    "responses": {
-                        "200": written,
-                        "400": _PROBLEM,
-                        "404": _PROBLEM,
-                        "412": _PROBLEM,
-                        "503": _UNAVAILABLE,
-                    },
+                "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "OK"}}}},
+                "/readyz": {
+                    "get": {
+                        "summary": "Every shard primary is reachable",
+                        "responses": {"200": {"description": "Ready"}, "503": _UNAVAILABLE},
+                    }
                 },
-                "delete": {
-                    "summary": "Soft-delete a key",
-                    "parameters": [if_match],
-                    "responses": {
-                        "204": {"description": "Deleted", "headers": {"Kv-Read-After": read_after}},
-                        "400": _PROBLEM,
-                        "404": _PROBLEM,
-                        "412": _PROBLEM,
-                        "503": _UNAVAILABLE,
-                    },
+                "/metrics": {
+                    "get": {
+                        "summary": "Prometheus metrics",
+                        "responses": {"200": {"description": "Text exposition", "content": {"text/plain": {}}}},
+                    }
                 },
-            },
-            "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "OK"}}}},
-            "/readyz": {
-                "get": {
-                    "summary": "Every shard primary is reachable",
-                    "responses": {"200": {"description": "Ready"}, "503": _UNAVAILABLE},
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "responses": {"200": {"description": "Text exposition", "content": {"text/plain": {}}}},
-                }
-            },
-        },
+                "/openapi.json": {
+                    "get": {
+                        "summary": "This document",
+                        "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+                    }
+                },
+            }
+        ),
         "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Written": {
                     "type": "object",

@@ -1,0 +1,54 @@
+"""Every HTTP endpoint, declared once: path, methods, the scope each method needs, its metric label.
+
+Admission (auth, load shedding), metrics and the OpenAPI document all read this table, so an
+endpoint cannot be added for one of them and forgotten by another.
+"""
+
+from dataclasses import dataclass
+
+KEY_PREFIX = "/v1/kv/"
+READ, WRITE, ADMIN = "read", "write", "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """``path`` is exact, or a template ending in ``{key}`` that matches everything after its prefix.
+
+    ``scopes`` maps each allowed method to the token scope it needs (None: open to everyone);
+    ``shed``: counted against ``max_in_flight`` and refused with 503 beyond it (probes and
+    metrics never are, so an overloaded worker still reports itself).
+    """
+
+    path: str
+    scopes: dict[str, str | None]
+    shed: bool = False
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return tuple(self.scopes)
+
+    def label(self, method: str) -> str:
+        """The bounded ``op`` label of a request: the key method, else the endpoint's name."""
+        if method not in self.scopes:
+            return "other"
+        return method.lower() if self is KEYS else self.path.lstrip("/")
+
+
+KEYS = Endpoint(
+    KEY_PREFIX + "{key}",
+    {"GET": READ, "HEAD": READ, "PUT": WRITE, "PATCH": WRITE, "DELETE": WRITE},
+    shed=True,
+)
+HEALTHZ = Endpoint("/healthz", {"GET": None})
+READYZ = Endpoint("/readyz", {"GET": None})
+METRICS = Endpoint("/metrics", {"GET": ADMIN})
+OPENAPI = Endpoint("/openapi.json", {"GET": None})
+ENDPOINTS = (KEYS, HEALTHZ, READYZ, METRICS, OPENAPI)
+_EXACT = {endpoint.path: endpoint for endpoint in ENDPOINTS if endpoint is not KEYS}
+
+
+def find(path: str) -> Endpoint | None:
+    """The endpoint serving ``path``, or None (404)."""
+    if path.startswith(KEY_PREFIX):
+        return KEYS
+    return _EXACT.get(path)
