@@ -26,11 +26,17 @@ TEST_SERVER = {"request_timeout_s": 3, "max_value_bytes": 65536}
 
 
 def sqlite_settings(
-    directory: Path, shards: int = 2, sweeper: dict[str, Any] = EAGER_SWEEPER, **server: Any
+    directory: Path,
+    shards: int = 2,
+    sweeper: dict[str, Any] = EAGER_SWEEPER,
+    auth: dict[str, Any] | None = None,
+    **server: Any,
 ) -> Settings:
     """Settings for ``shards`` SQLite shards (s0, s1, ...) in ``directory``; ``server`` overrides TEST_SERVER."""
     locations = [str(directory / f"s{index}.db") for index in range(shards)]
     document = config_document("sqlite", locations, sweeper=sweeper, **{**TEST_SERVER, **server})
+    if auth is not None:
+        document["auth"] = auth
     return parse_settings(document, environ={}, base_dir=directory)
 
 
