@@ -11,13 +11,15 @@ import asyncio
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kvstore.backends import Node, PoolSettings, create_node
 from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, SOFT_DELETED_TTL, Row, StoredRow
-from kvstore.errors import SchemaError
+from kvstore.cluster.ports import free_port
+from kvstore.errors import SchemaError, ShardUnavailable
 from kvstore.reshard.migration import CopyCursor
 from tests.support import rawdb
 
@@ -686,7 +688,36 @@ async def test_table_stats_of_a_database_without_the_schema_names_it(backend: st
         await bare.close(5.0)
 
 
-# ensure_schema / ping
+# open / close / ping / connections_in_use
+
+
+def unreachable_location(backend: str, tmp_path: Path) -> str:
+    """Somewhere no database answers: a SQLite file under a regular file, or a port nothing listens on."""
+    if backend == "sqlite":
+        blocker = tmp_path / "not-a-directory"
+        blocker.write_bytes(b"")
+        return str(blocker / "shard.db")
+    scheme = "postgresql" if backend == "postgres" else "mysql"
+    return f"{scheme}://kv@127.0.0.1:{free_port()}/kv"
+
+
+async def test_open_of_an_unreachable_database_raises_shard_unavailable(backend: str, tmp_path: Path) -> None:
+    node = create_node(backend, "t", "primary", unreachable_location(backend, tmp_path), PoolSettings(1, 2, 2.0, 10.0))
+    try:
+        with pytest.raises(ShardUnavailable, match=r"^shard t: primary: "):
+            await node.open()
+    finally:
+        await node.close(1.0)
+
+
+async def test_connections_are_back_in_the_pool_after_each_call(node: Node) -> None:
+    await node.ping()
+    await asyncio.gather(*(node.put(f"k{i}", b"v", None) for i in range(8)), *(node.get("k0") for _ in range(8)))
+    await node.replace("absent", b"v", None, None)
+    assert node.connections_in_use() == 0
+
+
+# ensure_schema
 
 
 async def test_ensure_schema_is_idempotent_and_keeps_the_rows(node: Node) -> None:
