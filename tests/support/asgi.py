@@ -47,7 +47,7 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
     to_app: asyncio.Queue[Message] = asyncio.Queue()
     from_app: asyncio.Queue[Message] = asyncio.Queue()
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    task = asyncio.create_task(app(scope, to_app.get, from_app.put))
+    task: asyncio.Future[None] = asyncio.ensure_future(app(scope, to_app.get, from_app.put))
     await to_app.put({"type": "lifespan.startup"})
     if (await from_app.get())["type"] != "lifespan.startup.complete":
         await task  # Starlette re-raises the start-up failure here
