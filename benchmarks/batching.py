@@ -11,7 +11,6 @@ alone, at once). Legs run in ABBA order over the variants so drift falls on all 
 
 import asyncio
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import click
 
 from benchmarks import deployment, raw, wrk
+from benchmarks.load import progress
 from benchmarks.measurement import Measurement
 from benchmarks.workloads import Workload, key_indexes, key_name, value_bytes, write_lines
 from kvstore.config import Settings
@@ -41,10 +41,6 @@ VARIANTS = (
 def workloads(value_size: int, connections: int) -> list[Workload]:
     read = Workload("read-99", "uniform", value_size, connections)
     return [read, replace(read, mix="write-only"), replace(read, connections=1)]
-
-
-def progress(message: str) -> None:
-    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
 
 
 def variants(

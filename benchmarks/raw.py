@@ -20,8 +20,8 @@ import aiomysql
 import asyncpg
 import uvloop
 
+from benchmarks.load import Throughput, drive
 from benchmarks.measurement import Measurement
-from benchmarks.sweeper_costs import Throughput, drive
 from benchmarks.workloads import Workload
 from kvstore.backends import mysql as mysql_backend
 from kvstore.backends import postgres as postgres_backend

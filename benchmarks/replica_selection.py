@@ -35,7 +35,6 @@ Run from the repository root::
 import asyncio
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -53,6 +52,7 @@ from urllib.parse import urlsplit
 import click
 import uvloop
 
+from benchmarks.load import percentile_ms
 from kvstore.backends import Node
 from kvstore.backends.base import Row
 from kvstore.cluster import InstanceError, LocalCluster
@@ -190,10 +190,7 @@ class Measurement:
 
     def percentile_ms(self, fraction: float) -> float:
         """Nearest-rank percentile of one read's latency (NaN when there were none)."""
-        ordered = sorted(self.latencies_s)
-        if not ordered:
-            return math.nan
-        return 1000 * ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+        return percentile_ms(sorted(self.latencies_s), fraction)
 
     def share(self, role: str) -> float:
         return self.served.get(role, 0) / max(1, sum(self.served.values()))

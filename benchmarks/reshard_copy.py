@@ -33,6 +33,7 @@ from typing import Any
 import click
 import uvloop
 
+from benchmarks.load import progress
 from kvstore.backends.base import PERSISTENT_TTL, StoredRow
 from kvstore.cluster import MariaDBInstance, PostgresInstance
 from kvstore.cluster.instance import DatabaseInstance
@@ -50,10 +51,6 @@ SCENARIOS = {  # name: (old engine, old shard count, new engine, new shard count
     "mysql-pg": ("mysql", 2, "postgres", 2),
     "sqlite": ("sqlite", 2, "sqlite", 3),
 }
-
-
-def progress(message: str) -> None:
-    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
 
 
 class Databases:

@@ -22,7 +22,6 @@ import asyncio
 import shlex
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,8 +30,10 @@ from typing import Any
 import click
 
 from benchmarks import batching, deployment, peers, raw, report, wrk
+from benchmarks.load import progress
 from benchmarks.measurement import Measurement
-from benchmarks.sweeper_costs import open_target, sampling_cost
+from benchmarks.sweeper_costs.cost import sampling_cost
+from benchmarks.target import open_target
 from benchmarks.workloads import (
     MIXES,
     Workload,
@@ -54,10 +55,6 @@ ENGINES = {"postgres": "PostgreSQL", "mysql": "MariaDB"}
 INSTANCES: dict[str, Callable[..., Any]] = {"postgres": PostgresInstance.temporary, "mysql": MariaDBInstance.temporary}
 DISTRIBUTIONS = ("uniform", "zipf")
 RAW_MAX_OPS_PER_S = 100_000  # bound on the raw driver's request count, per second of --duration
-
-
-def progress(message: str) -> None:
-    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
 
 
 @dataclass(frozen=True)

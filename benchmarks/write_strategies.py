@@ -13,7 +13,7 @@ It runs at low contention (10,000 keys) and high contention (4 keys) and reports
 success rate, p50/p99 latency of the write alone, and lost updates: successful writes made on a
 version that another successful write had already replaced (there must be none).
 
-Question 2, the unconditional upsert. kvstore's path (``store._put``, which is now ``node.put``: one
+Question 2, the unconditional upsert. kvstore's path (``node.put``: one
 upsert statement that also reports whether it replaced a live row) and the earlier two-step path
 ("replace the live row, else create one": ``node.replace`` then ``node.create``) against a plain
 ``INSERT … ON DUPLICATE KEY UPDATE`` and ``REPLACE INTO`` on MariaDB, and against ``INSERT … ON
@@ -34,7 +34,6 @@ Run from the repository root::
 
 import asyncio
 import json
-import math
 import os
 import random
 import sys
@@ -53,6 +52,7 @@ import click
 import pymysql
 import uvloop
 
+from benchmarks.load import percentile_ms
 from kvstore.backends import Node, PoolSettings, create_node
 from kvstore.backends import mysql as mysql_backend
 from kvstore.backends import postgres as postgres_backend
@@ -408,13 +408,6 @@ class Measurement:
     p99_ms: float
 
 
-def percentile(ordered: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending list, in milliseconds (NaN when empty)."""
-    if not ordered:
-        return math.nan
-    return 1000 * ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
-
-
 async def drive(case: Case, prepare: Prepare, ops: int, concurrency: int, time_limit_s: float) -> Measurement:
     """Run ``concurrency`` tasks until ``ops`` operations have started or ``time_limit_s`` has passed."""
     latencies: list[float] = []
@@ -457,8 +450,8 @@ async def drive(case: Case, prepare: Prepare, ops: int, concurrency: int, time_l
         outcomes=dict(outcomes),
         errors=len(errors),
         first_error=errors[0] if errors else None,
-        p50_ms=round(percentile(latencies, 0.50), 3),
-        p99_ms=round(percentile(latencies, 0.99), 3),
+        p50_ms=round(percentile_ms(latencies, 0.50), 3),
+        p99_ms=round(percentile_ms(latencies, 0.99), 3),
     )
 
 

@@ -1,12 +1,12 @@
-"""Access control, TLS and load shedding, on a real `kvstore serve`."""
+"""Access control, TLS and request limits where the process matters: its log, its TLS socket, its memory.
+Scopes and load shedding are tested in process (tests/http)."""
 
-import asyncio
 import contextlib
 import hashlib
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -42,25 +42,12 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_requests_without_a_valid_token_get_401(secured: ServerProcess) -> None:
+def test_tokens_never_appear_in_the_server_log(secured: ServerProcess) -> None:
     with httpx.Client(base_url=secured.url) as client:
-        for headers in ({}, bearer("wrong-token-0123456789"), {"Authorization": f"Basic {READER}"}):
-            response = client.get("/v1/kv/k", headers=headers)
-            assert response.status_code == 401
-            assert response.headers["www-authenticate"].startswith("Bearer")
-            assert response.headers["content-type"] == "application/problem+json"
-
-
-def test_scopes_nest_read_write_admin(secured: ServerProcess) -> None:
-    with httpx.Client(base_url=secured.url) as client:
+        assert client.get("/v1/kv/k", headers=bearer("wrong-token-0123456789")).status_code == 401
         assert client.put("/v1/kv/k", content=b"v", headers=bearer(READER)).status_code == 403
         assert client.put("/v1/kv/k", content=b"v", headers=bearer(WRITER)).status_code == 201
-        assert client.get("/v1/kv/k", headers=bearer(READER)).content == b"v"
-        assert client.get("/metrics", headers=bearer(WRITER)).status_code == 403
         assert client.get("/metrics", headers=bearer(ADMIN)).status_code == 200
-        assert client.delete("/v1/kv/k", headers=bearer(ADMIN)).status_code == 204
-        for open_path in ("/healthz", "/readyz", "/openapi.json"):
-            assert client.get(open_path).status_code == 200
     for secret in (READER, WRITER, ADMIN):
         assert secret not in secured.log()
 
@@ -91,32 +78,6 @@ def test_tls(tmp_path: Path) -> None:
             httpx.get(f"http://127.0.0.1:{server.port}/healthz")
     finally:
         server.stop()
-
-
-@pytest.fixture
-async def small_server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
-    server = ServerProcess(config_with(tmp_path, server={"max_in_flight": 2, "retry_after_s": 3})).start()
-    yield server
-    server.stop()
-
-
-async def test_beyond_max_in_flight_requests_are_shed_at_once(small_server: ServerProcess) -> None:
-    release = asyncio.Event()
-
-    async def slow_body() -> AsyncIterator[bytes]:
-        yield b"x"
-        await release.wait()
-
-    async with httpx.AsyncClient(base_url=small_server.url, timeout=10) as client:
-        holders = [asyncio.create_task(client.put(f"/v1/kv/slow{i}", content=slow_body())) for i in range(2)]
-        await asyncio.sleep(0.5)
-        shed = await client.get("/v1/kv/any")
-        assert shed.status_code == 503 and shed.headers["retry-after"] == "3"
-        assert "overloaded" in shed.json()["detail"]
-        assert (await client.get("/healthz")).status_code == 200, "probes are never shed"
-        release.set()
-        assert [(await holder).status_code for holder in holders] == [201, 201]
-        assert (await client.get("/v1/kv/slow0")).status_code == 200
 
 
 def rss_mib(pid: int) -> float:

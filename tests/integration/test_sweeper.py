@@ -1,9 +1,8 @@
-"""The expiry sweeper on real databases: reclaim rate, the liveness re-check, one sweeper per shard."""
+"""The expiry sweeper on real databases: reclaim rate, races with writers, full sweeps (the node calls it
+makes are in test_node_contract.py)."""
 
 import asyncio
 import random
-import subprocess
-import sys
 import time
 
 from kvstore.backends import Node
@@ -75,17 +74,6 @@ async def test_sweeper_brings_the_dead_fraction_below_the_threshold(
     assert await dead_and_live(backend, fresh_location) == (0, 13_000, 10_000)
 
 
-async def test_purge_spares_a_key_written_again_after_it_was_sampled(node: Node) -> None:
-    await node.create("phoenix", b"old", 1)
-    await asyncio.sleep(0.01)
-    assert await node.sample_expiring(20) == [("phoenix", True)]
-    await node.create("phoenix", b"new", None)  # re-PUT between the sample and the delete
-    assert await node.purge(["phoenix"]) == 0
-    row = await node.get("phoenix")
-    assert row is not None and row.value == b"new"
-    assert await node.sample_expiring(20) == [], "a persistent row leaves the sample space"
-
-
 async def test_keys_rewritten_while_the_sweeper_races_them_are_never_lost(node: Node) -> None:
     keys = [f"hot{i}" for i in range(100)]
     stop = asyncio.Event()
@@ -104,50 +92,6 @@ async def test_keys_rewritten_while_the_sweeper_races_them_are_never_lost(node: 
     finally:
         stop.set()
         await task
-
-
-async def test_only_one_sweeper_per_shard(node: Node) -> None:
-    first = await node.acquire_sweeper_lock()
-    assert first is not None and first.held()
-    assert await node.acquire_sweeper_lock() is None
-    await first.release()
-    second = await node.acquire_sweeper_lock()
-    assert second is not None
-    await second.release()
-
-
-LOCK_HOLDER = """
-import asyncio, sys, time
-from kvstore.backends import PoolSettings, create_node
-
-async def main():
-    node = create_node(sys.argv[1], "t", "primary", sys.argv[2], PoolSettings(1, 2, 2.0, 10.0))
-    await node.open()
-    lock = await node.acquire_sweeper_lock()
-    print("locked" if lock else "busy", flush=True)
-    await asyncio.sleep(60)
-
-asyncio.run(main())
-"""
-
-
-async def test_a_dead_holder_releases_the_sweeper_lock(node: Node, backend: str, fresh_location: str) -> None:
-    holder = subprocess.Popen(  # noqa: ASYNC220 - a child that must outlive this coroutine's awaits
-        [sys.executable, "-c", LOCK_HOLDER, backend, fresh_location], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        assert await node.acquire_sweeper_lock() is None
-    finally:
-        holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
-    deadline = time.monotonic() + 10
-    while (lock := await node.acquire_sweeper_lock()) is None:
-        assert time.monotonic() < deadline, "the lock outlived its holder"
-        await asyncio.sleep(0.1)
-    await lock.release()
 
 
 async def test_sweep_cycle_stops_on_a_clean_sample(node: Node) -> None:

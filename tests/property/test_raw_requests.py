@@ -2,16 +2,20 @@
 
 Odd percent-encoding, invalid UTF-8, NUL, overlong keys and headers, bad ``ttl`` and
 ``If-Match``, unknown methods, duplicate headers: every answer must be a 4xx (or a success),
-never a 5xx, never a hang; and every 4xx our application produces is problem+json.
+never a 5xx, never a hang; and every 4xx our application produces is problem+json. A real
+`kvstore serve` on SQLite shards, since uvicorn's HTTP parser is part of what is tested; how each
+engine stores what gets through is the backend contract's business (test_node_contract.py).
 """
 
 import socket
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, write_config
 
 RESPONSE_TIMEOUT_S = 10.0
 # What uvicorn itself answers to bytes its HTTP parser rejects (our app never sees them).
@@ -41,6 +45,15 @@ header_value = st.one_of(
 header_name = st.sampled_from(["If-Match", "If-None-Match", "Content-Type", "X-Request-ID", "X-Whatever", "Accept"])
 headers = st.lists(st.tuples(header_name, header_value), max_size=5)
 body = st.one_of(st.just(b""), st.binary(max_size=200))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    directory = tmp_path_factory.mktemp("raw-requests")
+    shards = [str(directory / f"s{index}.db") for index in range(2)]
+    process = ServerProcess(write_config(directory / "shards.yaml", "sqlite", shards, max_value_bytes=65536)).start()
+    yield process
+    process.stop()
 
 
 def exchange(server: ServerProcess, request: bytes) -> bytes:

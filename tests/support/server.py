@@ -13,12 +13,19 @@ import yaml
 from kvstore.cluster.ports import free_port
 
 
+def config_document(
+    backend: str, locations: list[str], sweeper: dict[str, Any] | None = None, **server: Any
+) -> dict[str, Any]:
+    """A shards.yaml document with one shard per location (s0, s1, ...)."""
+    shards = [{"name": f"s{i}", "backend": backend, "primary": loc} for i, loc in enumerate(locations)]
+    return {"server": server, "sweeper": sweeper or {}, "shards": shards}
+
+
 def write_config(
     path: Path, backend: str, locations: list[str], sweeper: dict[str, Any] | None = None, **server: Any
 ) -> Path:
-    """A shards.yaml with one shard per location (s0, s1, ...)."""
-    shards = [{"name": f"s{i}", "backend": backend, "primary": loc} for i, loc in enumerate(locations)]
-    path.write_text(yaml.safe_dump({"server": server, "sweeper": sweeper or {}, "shards": shards}))
+    """That document written to ``path``, for a `kvstore serve` process to read."""
+    path.write_text(yaml.safe_dump(config_document(backend, locations, sweeper, **server)))
     return path
 
 
