@@ -14,6 +14,7 @@ import fcntl
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,7 +32,11 @@ DIALECT = Dialect(
     name="sqlite",
     key_column="key",
     now_ms=_NOW_MS,
-    now_us=f"({_NOW_MS} * 1000)",  # SQLite's clock has millisecond resolution
+    # SQLite's own clock has millisecond resolution: a key hard-deleted and re-created within one
+    # millisecond would get its old version back (ABA). Versions read the microsecond clock of the
+    # process SQLite runs in instead (embedded: the same machine's clock), through a function
+    # every connection registers.
+    now_us="kv_now_us()",
     greatest="max",
     # SQLite has no replication: a shard of it has no replicas (the config refuses them).
     replication_position="SELECT ''",
@@ -70,6 +75,10 @@ def _upsert_many(count: int) -> str:
     )
 
 
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
 class SQLiteNode(SqlNode):
     dialect = DIALECT
     statements = STATEMENTS
@@ -93,6 +102,7 @@ class SQLiteNode(SqlNode):
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             connection = await aiosqlite.connect(self._path, isolation_level=None)
+            await connection.create_function("kv_now_us", 0, _now_us, deterministic=False)
             await connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             await connection.execute("PRAGMA journal_mode = WAL")
             await connection.execute("PRAGMA synchronous = FULL")
