@@ -93,6 +93,25 @@ def record_request(op: str, status: int, seconds: float) -> None:
     latency.observe(seconds)
 
 
+@functools.cache
+def _shard_query_child(shard: str, op: str) -> Histogram:
+    return SHARD_QUERY_LATENCY.labels(shard, op)
+
+
+def record_shard_query(shard: str, op: str, seconds: float) -> None:
+    """Observe one operation's time on a shard (shards and ops are bounded, so is the cache)."""
+    _shard_query_child(shard, op).observe(seconds)
+
+
+@functools.cache
+def _read_child(shard: str, target: str) -> Counter:
+    return READS.labels(shard, target)
+
+
+def count_read(shard: str, target: str) -> None:
+    _read_child(shard, target).inc()
+
+
 def record_sweep(shard: str, result: "SweepCounts", seconds: float, stale_estimate: float) -> None:
     SWEEPER_SAMPLED.labels(shard).inc(result.sampled)
     SWEEPER_DEAD.labels(shard).inc(result.dead)

@@ -137,7 +137,7 @@ class Shard:
                     reason = "replica_behind_read_after"
                 else:
                     row = await self._get(replica, key)
-                    metrics.READS.labels(self.name, "replica").inc()
+                    metrics.count_read(self.name, "replica")
                     return row
             except ShardError as error:
                 self.replicas.take_out(replica, error.detail)
@@ -145,7 +145,7 @@ class Shard:
             finally:
                 self.replicas.release(chosen)
         metrics.READ_FALLBACKS.labels(self.name, reason).inc()
-        metrics.READS.labels(self.name, "primary").inc()
+        metrics.count_read(self.name, "primary")
         return await self._get(self.primary, key)
 
     async def open(self) -> None:

@@ -141,7 +141,7 @@ class KeyValueStore:
         except ShardError as error:
             metrics.SHARD_ERRORS.labels(shard.name, type(error).__name__).inc()
             raise
-        metrics.SHARD_QUERY_LATENCY.labels(shard.name, op).observe(time.perf_counter() - started)
+        metrics.record_shard_query(shard.name, op, time.perf_counter() - started)
         return result
 
 
