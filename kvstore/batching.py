@@ -5,7 +5,7 @@
     GET k1 ─┐                       ┌─► node.get_many([k1, k2, k3])     one statement
     GET k2 ─┼─► read lane queue ────┤   (at most ``max_runners`` at once per lane)
     GET k1 ─┘   (k1 looked up once) └─► …
-    PUT k3 ───► write lane queue ───► node.put_many([…]) / one conditional write alone
+    PUT k3 ───► write lane queue ───► node.put_many([…]) / delete_many([…]) / a conditional write alone
 
 There is no timer: a request that finds its lane idle (nothing queued, a slot free) goes out at
 once, alone, from its own task, as it would without batching; under load the slots are busy and
@@ -60,11 +60,19 @@ class _Lookup:
 
 @dataclass(eq=False, slots=True)
 class _Write:
+    """A waiting write: an unconditional PUT or DELETE (batched with others of its kind), or any
+    other write, run alone (``solo``: conditional writes, PATCH)."""
+
     key: str
     future: "asyncio.Future[tuple[Any, str | None]]"
     attempt: Attempt
-    put: Put | None = None  # an unconditional PUT, batched with others
-    solo: Solo | None = None  # any other write, run alone (conditional writes, touch, delete)
+    put: Put | None = None
+    delete: bool = False
+    solo: Solo | None = None
+
+    @property
+    def kind(self) -> str:
+        return "put" if self.put is not None else "delete" if self.delete else "solo"
 
     @property
     def size(self) -> int:
@@ -210,6 +218,13 @@ class WriteLane(_Lane[_Write]):
         result: tuple[tuple[Row, bool], str | None] = await self._submit(_Write(write.key, _future(), attempt, write))
         return result
 
+    async def delete(self, key: str, attempt: Attempt) -> tuple[bool, str | None]:
+        """An unconditional soft delete: whether the key was live."""
+        if self._idle_for(key):
+            return await self._now(key, attempt, functools.partial(_delete_one, key))
+        result: tuple[bool, str | None] = await self._submit(_Write(key, _future(), attempt, delete=True))
+        return result
+
     async def run(self, key: str, attempt: Attempt, call: Callable[[Node], Awaitable[T]]) -> tuple[T, str | None]:
         """``call(node)`` alone, in ``key``'s turn: after the writes to ``key`` queued before it."""
         if self._idle_for(key):
@@ -248,7 +263,7 @@ class WriteLane(_Lane[_Write]):
             write = self._queue.popleft()
             if write.future.done():  # its deadline passed before it was sent
                 continue
-            mixes = batch and (write.put is None or batch[0].put is None)
+            mixes = batch and (write.kind != batch[0].kind or write.solo is not None)
             if write.key in blocked or mixes:
                 blocked.add(write.key)
                 left.append(write)
@@ -275,6 +290,10 @@ class WriteLane(_Lane[_Write]):
         try:
             if solo is not None:
                 results: list[Any] = [await solo(self.node)]
+            elif batch[0].delete:
+                batch.sort(key=lambda write: write.key)
+                deleted = await self.node.delete_many([write.key for write in batch])
+                results = [write.key in deleted for write in batch]
             else:
                 batch.sort(key=lambda write: write.key)
                 results = list(await self.node.put_many([write.put for write in batch if write.put is not None]))
@@ -298,6 +317,10 @@ class WriteLane(_Lane[_Write]):
 
 async def _put_one(write: Put, node: Node) -> tuple[Row, bool]:
     return await node.put(write.key, write.value, write.ttl_ms)
+
+
+async def _delete_one(key: str, node: Node) -> bool:
+    return await node.soft_delete(key, None)
 
 
 def _future() -> "asyncio.Future[tuple[Any, str | None]]":

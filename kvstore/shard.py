@@ -109,6 +109,13 @@ class Shard:
         row, created = await self.primary.put(write.key, write.value, write.ttl_ms)
         return row, created, await self._position()
 
+    async def delete(self, key: str, attempt: Attempt) -> tuple[bool, str | None]:
+        """An unconditional soft delete on the primary: ``(was live, replication position)``."""
+        if self.lanes.writes is not None:
+            return await self.lanes.writes.delete(key, attempt)
+        attempt.sent = True
+        return await self.primary.soft_delete(key, None), await self._position()
+
     async def write(self, key: str, attempt: Attempt, call: Callable[[Node], Awaitable[T]]) -> tuple[T, str | None]:
         """Any other write to ``key`` on the primary, in the key's turn: ``(result, position)``."""
         if self.lanes.writes is not None:

@@ -109,9 +109,11 @@ class KeyValueStore:
 
         async def write() -> WriteResult | None:
             await _pull(route, key)
-            deleted, position = await shard.write(
-                key, attempt, lambda node: node.soft_delete(key, precondition.if_version)
-            )
+            if precondition.is_conditional:
+                change = functools.partial(_soft_delete, key=key, if_version=precondition.if_version)
+                deleted, position = await shard.write(key, attempt, change)
+            else:
+                deleted, position = await shard.delete(key, attempt)
             return WriteResult(None, read_after=_token(shard, position)) if deleted else None
 
         result = await self._run(shard, "delete", attempt, write)
@@ -171,6 +173,10 @@ async def _read_moving(route: Route, key: str) -> Row | None:
 
 async def _touch(node: Node, *, key: str, ttl_ms: int | None, if_version: int | None) -> Row | None:
     return await node.touch(key, ttl_ms, if_version)
+
+
+async def _soft_delete(node: Node, *, key: str, if_version: int | None) -> bool:
+    return await node.soft_delete(key, if_version)
 
 
 async def _put_conditionally(

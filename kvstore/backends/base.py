@@ -124,6 +124,11 @@ class Node(ABC):
         """
 
     @abstractmethod
+    async def delete_many(self, keys: Sequence[str]) -> set[str]:
+        """``soft_delete`` (unconditional) for each of ``keys``, as one statement where the engine can:
+        the keys that were live and are now deleted. Keys distinct and sorted, as for ``put_many``."""
+
+    @abstractmethod
     async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:
         """Overwrite a live row (of version ``if_version`` when given); None if there was none."""
 

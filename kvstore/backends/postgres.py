@@ -24,6 +24,7 @@ DIALECT = Dialect(
     placeholder="$",
     key_list="= ANY(?)",
     array_keys=True,
+    random_slot="floor(random() * 4611686018427387904)::bigint",
     integer_param="?::bigint",
     # The insert position, not the write position: with synchronous_commit=off a commit record can be
     # inserted but not yet written when the write returns, and the write position would come before it.
@@ -158,6 +159,10 @@ class PostgresNode(SqlNode):
         async with self._connection(write=True) as connection:
             ttl, version, inserted, replaced_live = await connection.fetchrow(sql, *params)
         return ttl, version, inserted or replaced_live != "true"
+
+    async def _write_rows(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+        async with self._connection(write=True) as connection:
+            return [tuple(row) for row in await connection.fetch(sql, *params)]
 
     async def put_many(self, writes: Sequence[Put]) -> list[tuple[Row, bool]]:
         columns = (

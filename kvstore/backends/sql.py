@@ -64,6 +64,9 @@ class Dialect:
     # batch of any size is one prepared statement.
     key_list: str = "IN ({keys})"
     array_keys: bool = False
+    # A random sweep slot computed by the engine, where it has ``UPDATE … RETURNING`` (batched
+    # deletes need both); None: deletes go one statement each.
+    random_slot: str | None = None
     integer_param: str = "?"  # a parameter whose type the engine cannot infer from its context
 
     def render(self, template: str, **fragments: str) -> str:
@@ -95,6 +98,10 @@ GET_MANY = "SELECT {key}, value, ttl, version FROM store WHERE {key} {keys} AND 
 SOFT_DELETE = (
     "UPDATE store SET ttl = -1, version = {next_version}, sweep_slot = COALESCE(sweep_slot, ?)"
     " WHERE {key} = ? AND ttl > {now_ms}{check}"
+)
+DELETE_MANY = (
+    "UPDATE store SET ttl = -1, version = {next_version}, sweep_slot = COALESCE(sweep_slot, {random_slot})"
+    " WHERE {key} {keys} AND ttl > {now_ms} RETURNING {key}"
 )
 PROBE_COLUMNS = "SELECT {key}, value, ttl, version, sweep_slot FROM store WHERE 1 = 0"
 SAMPLE = "SELECT {key}, ttl <= {now_ms} FROM store WHERE sweep_slot >= ? ORDER BY sweep_slot LIMIT ?"
@@ -243,6 +250,16 @@ class SqlNode(Node):
     async def put_many(self, writes: Sequence[Put]) -> list[tuple[Row, bool]]:
         """One ``put`` after another; dialects with a multi-row upsert that reports each row override it."""
         return [await self.put(write.key, write.value, write.ttl_ms) for write in writes]
+
+    async def delete_many(self, keys: Sequence[str]) -> set[str]:
+        if self.dialect.random_slot is None:
+            return {key for key in keys if await self.soft_delete(key, None)}
+        statement = keyed_statement(self.dialect, DELETE_MANY, len(keys))
+        return {row[0] for row in await self._write_rows(statement, key_params(self.dialect, keys))}
+
+    async def _write_rows(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+        """Run a write with ``RETURNING`` rows. Only dialects with a ``random_slot`` call it."""
+        raise NotImplementedError(f"{self.dialect.name} has no UPDATE … RETURNING")
 
     async def _upsert(self, sql: str, params: Params) -> tuple[int, int, bool]:
         """Run the dialect's upsert: ``(ttl, version, created)``. Only dialects with one call it."""
@@ -435,7 +452,8 @@ def keyed_statement(dialect: Dialect, template: str, count: int) -> str:
 
 @functools.lru_cache(maxsize=512)
 def _render_key_list(dialect: Dialect, template: str, count: int) -> str:
-    return dialect.render(template, keys=dialect.key_list.format(keys=", ".join("?" * count)))
+    keys = dialect.key_list.format(keys=", ".join("?" * count))
+    return dialect.render(template, keys=keys, random_slot=dialect.random_slot or "NULL")
 
 
 def key_params(dialect: Dialect, keys: Sequence[str]) -> Params:

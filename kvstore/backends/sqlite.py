@@ -38,6 +38,7 @@ DIALECT = Dialect(
     # every connection registers.
     now_us="kv_now_us()",
     greatest="max",
+    random_slot="(random() & 4611686018427387903)",
     # SQLite has no replication: a shard of it has no replicas (the config refuses them).
     replication_position="SELECT ''",
     has_replayed="SELECT 0 WHERE ? IS NULL",
@@ -135,6 +136,10 @@ class SQLiteNode(SqlNode):
                 return cursor.rowcount
         async with self._writing() as connection, connection.execute(sql, params) as cursor:
             return cursor.rowcount
+
+    async def _write_rows(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+        async with self._writing() as connection:
+            return [tuple(row) for row in await connection.execute_fetchall(sql, params)]
 
     async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
         async with self._use(self._background if background else self._reader) as connection:

@@ -216,6 +216,6 @@ def test_kv_errors_name_the_status_and_detail(kv_server: ServerProcess) -> None:
     assert unauthorized.stderr.decode().startswith("401 ")
     bad_ttl = kvstore("kv", "put", "x", "--value", "v", "--ttl", "1.23456", "--url", kv_server.url, "--token", TOKEN)
     assert bad_ttl.returncode == 2
-    assert bad_ttl.stderr.decode().strip().startswith("400 ttl must be a positive number")
+    assert bad_ttl.stderr.decode().strip().startswith("400 ttl must have at most 3 decimals")
     nobody = kvstore("kv", "get", "x", "--url", f"http://127.0.0.1:{free_port()}")
     assert nobody.returncode == 2 and "cannot reach" in nobody.stderr.decode()

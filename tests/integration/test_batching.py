@@ -221,3 +221,15 @@ def extra_location(backend: str, request: pytest.FixtureRequest, tmp_path: Path)
         return [str(tmp_path / "other.db")]
     instance = request.getfixturevalue("postgres_instances" if backend == "postgres" else "mariadb_instances")[1]
     return [empty_database(instance)]
+
+
+async def test_concurrent_deletes_form_batches_and_report_each_key(store: KeyValueStore) -> None:
+    keys = [f"d{index}" for index in range(12)]
+    for key in keys:
+        await store.put(key, b"v", None, UNCONDITIONAL)
+    before, _ = keys_sent(only_shard(store), "write")
+    results = await asyncio.gather(*(store.delete(key, UNCONDITIONAL) for key in [*keys, "missing"]))
+    assert [result is not None for result in results] == [True] * 12 + [False]
+    statements, _ = keys_sent(only_shard(store), "write")
+    assert statements - before < 13, "the deletes went out one statement each"
+    assert await only_shard(store).primary.get_many(keys) == {}

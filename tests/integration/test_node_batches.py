@@ -70,3 +70,18 @@ async def test_concurrent_overlapping_batches_in_key_order_do_not_deadlock(node:
     assert all(len(result) == len(keys[round_ % 5 :]) for round_, result in enumerate(results))
     versions = await node.get_many(keys)
     assert set(versions) == set(keys)
+
+
+async def test_delete_many_soft_deletes_the_live_rows_only(node: Node) -> None:
+    live, _ = await node.put("a-live", b"1", None)
+    await node.put("b-expiring", b"2", 60_000)
+    await node.put("c-expired", b"3", 1)
+    await node.put("d-deleted", b"4", None)
+    assert await node.soft_delete("d-deleted", None)
+    await asyncio.sleep(0.05)
+    deleted = await node.delete_many(["a-live", "b-expiring", "c-expired", "d-deleted", "e-missing"])
+    assert deleted == {"a-live", "b-expiring"}
+    assert await node.get_many(["a-live", "b-expiring"]) == {}
+    rows = {row.key: row for row in await node.fetch_rows(["a-live", "b-expiring"])}
+    assert rows["a-live"].ttl == -1 and rows["a-live"].version > live.version
+    assert await node.purge(["a-live", "b-expiring"]) == 2, "tombstones are in the sweeper's sample space"
