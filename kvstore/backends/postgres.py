@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from kvstore.backends.base import PERSISTENT_TTL, Put, Row, SweeperLock
+from kvstore.backends.pool import ConnectionPool
 from kvstore.backends.sql import STANDARD_WRITES, Dialect, Params, PoolSettings, SqlNode, Statements, sweep_slot
 from kvstore.errors import ShardTimeout, ShardUnavailable, describe
 
@@ -85,14 +86,6 @@ _SWEEPER_LOCK_KEY = 0x6B767377656570
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
 
 
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """Pool reset that skips asyncpg's reset query (a round trip per release).
-
-    Safe because request connections never leave session state behind: no SET, LISTEN,
-    advisory locks or cursors. Open transactions are still rolled back by asyncpg itself.
-    """
-
-
 class PostgresNode(SqlNode):
     dialect = DIALECT
     statements = STATEMENTS
@@ -101,7 +94,7 @@ class PostgresNode(SqlNode):
         super().__init__(shard, role)
         self._dsn = dsn
         self._settings = pool
-        self._pool: asyncpg.Pool | None = None
+        self._pool: ConnectionPool[asyncpg.Connection] | None = None
         # The sweeper's own connection: its work never waits behind requests for a pooled one.
         self._background: asyncpg.Connection | None = None
         self._background_turn = asyncio.Lock()
@@ -111,33 +104,27 @@ class PostgresNode(SqlNode):
         }
 
     async def open(self) -> None:
+        pool: ConnectionPool[asyncpg.Connection] = ConnectionPool(self._connect, self._settings.max_size)
         try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=self._settings.min_size,
-                max_size=self._settings.max_size,
-                timeout=self._settings.connect_timeout_s,
-                reset=_keep_session,
-                server_settings=self._server_settings,
-            )
+            await pool.fill(self._settings.min_size)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            await pool.close(0)
             raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
+        self._pool = pool
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            self._dsn, timeout=self._settings.connect_timeout_s, server_settings=self._server_settings
+        )
 
     async def close(self, timeout_s: float) -> None:
         if self._background is not None:
             _discard(self._background)
-        if self._pool is None:
-            return
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._pool.close()
-        except TimeoutError:
-            self._pool.terminate()
+        if self._pool is not None:
+            await self._pool.close(timeout_s)
 
     def connections_in_use(self) -> int:
-        if self._pool is None:
-            return 0
-        return int(self._pool.get_size() - self._pool.get_idle_size())
+        return 0 if self._pool is None else self._pool.in_use
 
     async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         async with self._connection(write=False) as connection:
@@ -221,7 +208,9 @@ class PostgresNode(SqlNode):
         if background:
             self._background_turn.release()
         elif self._pool is not None:
-            await self._pool.release(connection)
+            if not connection.is_closed() and connection.is_in_transaction():  # never hand on a half-done transaction
+                _discard(connection)
+            self._pool.release(connection)
 
     @asynccontextmanager
     async def _connection(self, write: bool, background: bool = False) -> AsyncIterator[asyncpg.Connection]:
@@ -248,7 +237,7 @@ class PostgresNode(SqlNode):
 
 
 def _discard(connection: asyncpg.Connection) -> None:
-    """Close a pooled connection for good; one asyncpg saw die is already back in its pool."""
+    """Close a connection for good (the pool then drops it when it comes back)."""
     with contextlib.suppress(asyncpg.InterfaceError):
         connection.terminate()
 
