@@ -27,6 +27,11 @@ from kvstore.errors import SchemaError, ShardError, ShardTimeout
 
 Params = Sequence[Any]
 _PUT_ATTEMPTS = 16
+# Where the engine's row estimate is missing or at most this, ``table_stats`` counts instead:
+# counting this many rows takes milliseconds, while a fresh PostgreSQL table has no estimate
+# until it is first analyzed and InnoDB's is a rough sample. Bounded, so a wrong estimate never
+# turns into a full scan of a big table.
+EXACT_COUNT_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,7 @@ REMOVE = "DELETE FROM store WHERE {key} IN ({keys})"
 READ_STATE = "SELECT epoch, value FROM kvstore_state WHERE name = ?"
 CREATE_STATE = "INSERT INTO kvstore_state (name, epoch, value) VALUES (?, ?, ?) {conflict}"
 UPDATE_STATE = "UPDATE kvstore_state SET epoch = ?, value = ? WHERE name = ? AND epoch = ?"
+COUNT_ROWS = "SELECT COUNT(*), COUNT(sweep_slot) FROM (SELECT sweep_slot FROM store LIMIT ?) bounded"
 VERSION_CHECK = " AND version = ?"
 
 
@@ -165,6 +171,7 @@ class Statements:
     update_state: str
     upgrade_schema_version: str
     table_stats: str
+    count_rows: str
 
     @classmethod
     def build(cls, dialect: Dialect, writes: WriteTemplates) -> "Statements":
@@ -197,6 +204,7 @@ class Statements:
             update_state=dialect.render(UPDATE_STATE),
             upgrade_schema_version=dialect.render(UPGRADE_SCHEMA_VERSION),
             table_stats=dialect.table_stats,
+            count_rows=dialect.render(COUNT_ROWS),
         )
 
 
@@ -337,6 +345,10 @@ class SqlNode(Node):
         try:
             version = await self._fetch_one(self.statements.read_schema_version, ())
             row = await self._fetch_one(self.statements.table_stats, ())
+            if row is not None and not row[2] and (row[0] is None or row[0] <= EXACT_COUNT_LIMIT):
+                counted = await self._fetch_one(self.statements.count_rows, (EXACT_COUNT_LIMIT + 1,))
+                if counted is not None and counted[0] <= EXACT_COUNT_LIMIT:
+                    row = (*counted, True)
         except ShardError:
             raise
         except Exception as error:

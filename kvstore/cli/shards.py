@@ -138,8 +138,9 @@ class ShardStatus:
 def status(config_file: str | None, as_json: bool) -> None:
     """Each shard: primary and replicas reachable, replica lag, ring share, schema version, rows.
 
-    Row counts are exact on SQLite and the engine's estimates on PostgreSQL (pg_class.reltuples,
-    none before the table is first analyzed) and MySQL (information_schema TABLE_ROWS). Dead rows
+    Row counts are exact on SQLite and on any table of up to 100,000 rows (a bounded count); on
+    bigger PostgreSQL and MySQL tables they are the engine's estimates (pg_class.reltuples, none
+    before the table is first analyzed; information_schema TABLE_ROWS), marked "~". Dead rows
     (expired or deleted) are counted from 5 random samples of 100 rows with an expiry, exactly
     when there are fewer such rows, else scaled. No data is changed. Exits 1 when a shard's
     primary cannot be reached or has no kvstore schema.
@@ -306,5 +307,6 @@ def _print_status(statuses: list[ShardStatus]) -> None:
         )
     if unknown:
         click.echo(
-            "? no estimate: PostgreSQL has none until the table is first analyzed; MySQL none for rows with an expiry"
+            "? no figure: too many rows to count, and PostgreSQL has no estimate until the table is first analyzed;"
+            " MySQL none for rows with an expiry"
         )
