@@ -1,7 +1,6 @@
 """``kvstore shards …``: schema and shard tooling."""
 
 import asyncio
-import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -9,6 +8,7 @@ from dataclasses import dataclass, field
 import click
 
 from kvstore.backends.base import TableStats
+from kvstore.cli.fleet import reach_fleet
 from kvstore.cli.options import config_option, settings_or_exit, table
 from kvstore.config import Settings
 from kvstore.errors import KvError
@@ -167,35 +167,19 @@ def status(config_file: str | None, as_json: bool) -> None:
 
 
 async def _status_all(settings: Settings) -> list[ShardStatus]:
-    router = Router(settings)
-    try:
-        await _follow_ring_record(router, settings)
-        ring = router.topology.ring
+    async with reach_fleet(settings) as fleet:
+        ring = fleet.record.ring()
         weights, shares = {node.name: node.weight for node in ring.nodes}, ring.shares()
         # The ring in force first (it may name shards the config lacks), then configured shards outside it.
-        names = dict.fromkeys([*ring.names, *router.shards])
+        names = dict.fromkeys([*ring.names, *fleet.shards])
         return list(
             await asyncio.gather(
                 *(
-                    _shard_status(router.shards[name], weights.get(name, 0), shares.get(name, 0.0), settings)
+                    _shard_status(fleet.shards[name], weights.get(name, 0), shares.get(name, 0.0), settings)
                     for name in names
                 )
             )
         )
-    finally:
-        await router.close(5.0)
-
-
-async def _follow_ring_record(router: Router, settings: Settings) -> None:
-    """Best effort: the shards' ring record, where one is reachable, says which ring is in force."""
-    timeout_s = settings.server.connect_timeout_s
-    for shard in list(router.shards.values()):
-        with contextlib.suppress(KvError, TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await shard.open()
-    with contextlib.suppress(KvError, TimeoutError):
-        async with asyncio.timeout(timeout_s + settings.server.request_timeout_s):
-            await router.refresh()
 
 
 async def _shard_status(shard: Shard, weight: int, share: float, settings: Settings) -> ShardStatus:
