@@ -231,9 +231,12 @@ def cutover(config_file: str | None, batch_size: int, write_config: bool, as_jso
 @reshard.command("cleanup")
 @config_option
 @_batch_option
+@_write_config_option
 @_json_option
-def cleanup(config_file: str | None, batch_size: int, as_json: bool) -> None:
+def cleanup(config_file: str | None, batch_size: int, write_config: bool, as_json: bool) -> None:
     """Delete moved rows from their old owners in batches, then end the migration.
+
+    --write-config then puts the new shards list in the --config file (as for cutover).
 
     \b
     Example:
@@ -248,6 +251,7 @@ def cleanup(config_file: str | None, batch_size: int, as_json: bool) -> None:
 
     record = _run(step)
     _report(as_json, _record_document(record), f"migration finished: ring epoch {record.epoch} is stable")
+    _follow_in_config(settings, record, write_config, as_json)
 
 
 @reshard.command("abort")
