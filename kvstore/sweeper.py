@@ -125,11 +125,11 @@ class ShardSweeper:
                 await self._cycle()
                 next_tick_s = self.settings.tick_ms / 1000 - (time.monotonic() - tick_started)
                 if time.monotonic() >= burst_ends:
-                    await lock.release()  # `kvstore sweep` or another front end may take it meanwhile
+                    await self._give_back(lock)  # `kvstore sweep` or another front end may take it meanwhile
                     next_tick_s = max(next_tick_s, YIELD_S)
                 await _wait(stop, next_tick_s)
         finally:
-            await lock.release()
+            await lock.close()  # at once, without a round trip: the database may be the reason we stop
             metrics.SWEEPER_ACTIVE.labels(self.shard).set(0)
 
     async def _acquire(self, lock: SweeperLock) -> bool:
@@ -141,6 +141,14 @@ class ShardSweeper:
         except TimeoutError:
             log.warning("sweeper lock: no answer", extra={"shard": self.shard})
         return False
+
+    async def _give_back(self, lock: SweeperLock) -> None:
+        """Release the lock; a database that does not answer in time gets the session closed instead."""
+        try:
+            async with asyncio.timeout(_BATCH_DEADLINE_S):
+                await lock.release()
+        except TimeoutError:
+            await lock.close()
 
     async def _cycle(self) -> None:
         started = time.monotonic()

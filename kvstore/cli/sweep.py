@@ -102,4 +102,4 @@ async def _sweep_shard(shard: Shard, settings: Settings, full: bool, batch_size:
                 f" ({result.stale:.0%} of the sampled rows were dead)"
             )
     finally:
-        await lock.release()
+        await lock.close()
