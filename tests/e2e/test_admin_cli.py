@@ -238,3 +238,17 @@ def test_shards_status_counts_a_fresh_postgres_shard_exactly(tmp_path: Path, req
     assert set(counts["methods"].values()) == {"exact"}
     human = kvstore("shards", "status", "--config", str(config)).stdout.decode().splitlines()
     assert human[1].split()[6:10] == ["50", "25", "25", "25"] and not any(line.startswith("?") for line in human)
+
+
+def test_ring_show_falls_back_to_the_config_when_no_shard_answers(tmp_path: Path) -> None:
+    dead = f"postgresql://kvstore@127.0.0.1:{free_port()}/kvstore"
+    shards = [{"name": "s0", "backend": "postgres", "primary": dead, "weight": 3}]
+    config = write_yaml(tmp_path / "shards.yaml", {"server": {"connect_timeout_s": 0.5}, "shards": shards})
+    started = time.monotonic()
+    shown = kvstore("ring", "show", "--config", str(config), "--json")
+    assert shown.returncode == 0 and time.monotonic() - started < 10, shown.stderr
+    stderr = shown.stderr.decode()
+    assert "warning: no shard answered (shard s0: primary: cannot connect" in stderr, stderr
+    assert "showing the config's ring" in stderr
+    document = json.loads(shown.stdout)
+    assert (document["epoch"], [(s["name"], s["vnodes"]) for s in document["shards"]]) == (0, [("s0", 768)])
