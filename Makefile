@@ -11,7 +11,11 @@ DB_PACKAGES := postgresql mariadb-server-core mariadb-client
 BENCH_PACKAGES := wrk etcd-server redis-server redis-tools
 BENCH_BINARIES := wrk etcd redis-server redis-benchmark redis-cli
 
-CLUSTER_DIR ?= .cluster
+# As root, PostgreSQL runs as the `postgres` OS user, which must traverse every directory above its
+# data, and kvstore changes none of them: from a checkout that user cannot reach (e.g. one under a
+# private home directory: /root is 0700) the cluster goes to /var/tmp, named after the checkout.
+CLUSTER_DIR ?= $(shell if [ "$$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$(CURDIR)" 2>/dev/null; then \
+  echo /var/tmp/kvstore-cluster-$$(printf %s "$(CURDIR)" | cksum | cut -d' ' -f1); else echo .cluster; fi)
 
 .PHONY: setup run test lint format db-binaries bench-binaries bench bench-smoke cluster cluster-down clean
 

@@ -9,7 +9,8 @@ Precedence: defaults < file (``--config`` / ``KVSTORE_CONFIG``) < ``KVSTORE_*`` 
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -161,6 +162,39 @@ def parse_settings(document: Any, environ: Mapping[str, str], base_dir: Path, so
         source=source,
         shard_specs=specs,
     )
+
+
+def write_shards(path: Path, specs: Sequence[Mapping[str, Any]]) -> None:
+    """Replace the shards list of the config file at ``path`` with ``specs``, keeping its other settings.
+
+    A shard the file already lists (same name and backend) keeps its entry as written, local DSNs
+    and ``${ENV}`` references included, with the new weight; the others are written as ``specs``
+    (a ring record's) carry them. YAML comments are not kept. The file is replaced atomically and
+    keeps its permissions (it may hold secrets).
+    """
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot rewrite the config: {error}") from None
+    listed = {item.get("name"): item for item in document.get("shards") or [] if isinstance(item, dict)}
+    shards = []
+    for spec in specs:
+        mine = listed.get(spec["name"])
+        if mine is None or mine.get("backend") != spec["backend"]:
+            shards.append(dict(spec))
+        elif mine.get("weight", 1) != spec.get("weight", 1):
+            shards.append({**mine, "weight": spec.get("weight", 1)})
+        else:
+            shards.append(mine)
+    document["shards"] = shards
+    staging = path.with_name(f".{path.name}.new")
+    try:
+        staging.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        shutil.copymode(path, staging)
+        staging.replace(path)
+    except OSError as error:
+        staging.unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot rewrite the config: {error.strerror}") from None
 
 
 def parse_shard_specs(specs: Any, environ: Mapping[str, str], origin: str) -> tuple[ShardSettings, ...]:

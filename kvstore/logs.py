@@ -54,3 +54,18 @@ def configure(level: str) -> None:
         logger.propagate = True
     # uvicorn's access log prints the URL, and so the key in clear: ours replaces it.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def configure_plain() -> None:
+    """For the admin commands: warnings and errors as ``warning: …`` lines on stderr, for a person
+    (e.g. the router's "this config describes a ring the shards no longer use")."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PlainFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)

@@ -12,12 +12,12 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from kvstore.config import Settings, ShardSettings, parse_shard_specs
 from kvstore.errors import KvError, ShardUnavailable
-from kvstore.reshard.state import Phase, RingRecord, Topology, poll_records, ring_layout
+from kvstore.reshard.state import Phase, RingRecord, ShardSpec, Topology, initial_record, poll_records, ring_layout
 from kvstore.shard import Shard
 
 log = logging.getLogger("kvstore.router")
@@ -36,6 +36,7 @@ class Router:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.shards = {shard.name: Shard.from_settings(shard, settings.server) for shard in settings.shards}
+        self.record = initial_record(settings)  # the ring record routed by (epoch 0: none read yet)
         self.topology = Topology(epoch=0, phase=Phase.STABLE, ring=settings.ring())
         self._confirmed_at: float | None = None  # set once a refresh succeeded; from then on the lease applies
 
@@ -110,8 +111,10 @@ class Router:
                 del self.shards[shard.name]
                 await shard.close(1.0)
             raise
-        self._warn_if_config_is_stale(record)
-        self.topology = Topology.of(record)
+        drift = config_drift(self.settings, record)
+        if drift is not None:
+            log.warning("%s", drift)
+        self.record, self.topology = record, Topology.of(record)
         log.info("ring record adopted", extra={"epoch": record.epoch, "phase": record.phase.value})
         return added
 
@@ -123,18 +126,6 @@ class Router:
         (shard,) = parse_shard_specs([record.spec(name)], os.environ, f"ring record epoch {record.epoch}")
         return shard
 
-    def _warn_if_config_is_stale(self, record: RingRecord) -> None:
-        configured = {shard.name: shard.weight for shard in self.settings.shards}
-        rings = [ring_layout(record.shards)] + ([] if record.previous is None else [ring_layout(record.previous)])
-        if configured not in rings:
-            log.warning(
-                "%s describes a ring the shards no longer use; serving by their ring record (epoch %d): update it to "
-                "shards %s",
-                self.settings.source or "the config",
-                record.epoch,
-                ", ".join(f"{name} (weight {weight})" for name, weight in rings[0].items()),
-            )
-
     async def init_schemas(self) -> dict[str, KvError | None]:
         """Open each shard's primary and create, upgrade or check its schema: the error per shard,
         or None. Shards the ring record names beyond the config are included."""
@@ -145,6 +136,27 @@ class Router:
 
     async def close(self, timeout_s: float) -> None:
         await asyncio.gather(*(shard.close(timeout_s) for shard in self.shards.values()))
+
+
+def config_drift(settings: Settings, record: RingRecord) -> str | None:
+    """What to tell an operator whose config describes neither ring of ``record`` (None if it does).
+
+    Names and weights make a ring (DSNs may differ between front ends); during a migration the
+    config may describe either ring.
+    """
+    configured = {shard.name: shard.weight for shard in settings.shards}
+    rings = [ring_layout(record.shards)] + ([] if record.previous is None else [ring_layout(record.previous)])
+    if configured in rings:
+        return None
+    return (
+        f"{settings.source or 'the config'} describes a ring the shards no longer use; following their ring record"
+        f" (epoch {record.epoch}): update it to shards {describe_ring(record.shards)}"
+    )
+
+
+def describe_ring(specs: Sequence[ShardSpec]) -> str:
+    """``s0 (weight 1), s1 (weight 2)``: a ring as an operator writes it."""
+    return ", ".join(f"{name} (weight {weight})" for name, weight in ring_layout(specs).items())
 
 
 async def _init_schemas(shards: list[Shard]) -> dict[str, KvError | None]:

@@ -29,8 +29,12 @@ Where we differ, and why:
 - No "fast" cycle between event-loop iterations: the tick is the only trigger.
 - The budget is 10 % of the tick, not Redis's 25 %: the sweeper shares the worker's event loop with
   requests, and with 25 % a CPU-bound worker served 25 % fewer GETs while it reclaimed.
-- One sweeper per shard across all front ends: it works only while holding the shard's sweeper
-  lock (advisory lock / ``GET_LOCK`` / ``flock``), which dies with its holder.
+- One sweeper per shard at a time, across all front ends and ``kvstore sweep``: it works only
+  while holding the shard's sweeper lock (advisory lock / ``GET_LOCK`` / ``flock``), which dies
+  with its holder. A front end holds it for a burst of cycles (``BURST_S``), then gives it back
+  for at least a tick (``YIELD_S``), so that ``kvstore sweep`` can take it from a live system; it
+  takes it again afterwards if nobody else did. Taking and giving back are one round trip each on a connection
+  kept for the purpose.
 """
 
 import asyncio
@@ -46,7 +50,10 @@ from kvstore.errors import ShardError
 
 log = logging.getLogger("kvstore.sweeper")
 _STALE_SMOOTHING = 0.05  # weight of the newest cycle in the running estimate, as in Redis
-_LOCK_RETRY_S = 2.0
+BURST_S = 1.0  # a front end sweeps this long under the lock, then gives it back for YIELD_S
+LOCK_POLL_S = 0.05  # how often `kvstore sweep` tries for the lock while it waits
+YIELD_S = 2 * LOCK_POLL_S  # long enough for a waiting `kvstore sweep` to try at least once
+_LOCK_RETRY_S = 2.0  # a front end that found the lock taken tries again after this long
 _BATCH_DEADLINE_S = 5.0
 
 
@@ -103,29 +110,45 @@ class ShardSweeper:
         self.stale_estimate = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        lock: SweeperLock | None = None
+        lock = self.node.sweeper_lock()
+        burst_ends = 0.0
         try:
             while not stop.is_set():
-                if lock is None or not lock.held():
-                    lock = await self._acquire()
-                    metrics.SWEEPER_ACTIVE.labels(self.shard).set(lock is not None)
-                    if lock is None:
+                tick_started = time.monotonic()
+                if not lock.held():
+                    if not await self._acquire(lock):
+                        metrics.SWEEPER_ACTIVE.labels(self.shard).set(0)
                         await _wait(stop, _LOCK_RETRY_S)
                         continue
-                tick_started = time.monotonic()
+                    metrics.SWEEPER_ACTIVE.labels(self.shard).set(1)
+                    burst_ends = tick_started + BURST_S
                 await self._cycle()
-                await _wait(stop, self.settings.tick_ms / 1000 - (time.monotonic() - tick_started))
+                next_tick_s = self.settings.tick_ms / 1000 - (time.monotonic() - tick_started)
+                if time.monotonic() >= burst_ends:
+                    await self._give_back(lock)  # `kvstore sweep` or another front end may take it meanwhile
+                    next_tick_s = max(next_tick_s, YIELD_S)
+                await _wait(stop, next_tick_s)
         finally:
-            if lock is not None:
-                await lock.release()
+            await lock.close()  # at once, without a round trip: the database may be the reason we stop
             metrics.SWEEPER_ACTIVE.labels(self.shard).set(0)
 
-    async def _acquire(self) -> SweeperLock | None:
+    async def _acquire(self, lock: SweeperLock) -> bool:
         try:
-            return await self.node.acquire_sweeper_lock()
+            async with asyncio.timeout(_BATCH_DEADLINE_S):
+                return await lock.acquire()
         except ShardError as error:
             log.warning("sweeper cannot reach its shard", extra={"shard": self.shard, "error": error.detail})
-            return None
+        except TimeoutError:
+            log.warning("sweeper lock: no answer", extra={"shard": self.shard})
+        return False
+
+    async def _give_back(self, lock: SweeperLock) -> None:
+        """Release the lock; a database that does not answer in time gets the session closed instead."""
+        try:
+            async with asyncio.timeout(_BATCH_DEADLINE_S):
+                await lock.release()
+        except TimeoutError:
+            await lock.close()
 
     async def _cycle(self) -> None:
         started = time.monotonic()
@@ -156,6 +179,17 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
             await stop.wait()
     except TimeoutError:
         pass
+
+
+async def acquire_within(lock: SweeperLock, timeout_s: float) -> bool:
+    """Take ``lock``, trying every ``LOCK_POLL_S`` for up to ``timeout_s``: a front end's sweeper
+    gives it back between bursts, so a manual sweep gets it within about ``BURST_S``."""
+    deadline = time.monotonic() + timeout_s
+    while not await lock.acquire():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(LOCK_POLL_S)
+    return True
 
 
 @dataclass(slots=True)

@@ -204,11 +204,12 @@ class Node(ABC):
         """On a replica: replay progress against the primary's current position, for the lag probe."""
 
     @abstractmethod
-    async def acquire_sweeper_lock(self) -> "SweeperLock | None":
-        """The shard-wide sweeper lock, or None when another process holds it.
+    def sweeper_lock(self) -> "SweeperLock":
+        """The shard-wide sweeper lock as seen from this node (the same object every call).
 
-        The lock lives on a connection (or file descriptor) of its own, so it is released when
-        its holder dies, however it dies.
+        It lives on a connection (or file descriptor) of its own, kept while the node is open, so
+        it can be taken and given back per burst of sweep cycles at one round trip each, and it
+        is released when its holder dies, however it dies. ``close`` closes it too.
         """
 
 
@@ -235,12 +236,21 @@ class TableStats:
 
 
 class SweeperLock(ABC):
-    """Proof that this process is the only one sweeping a shard."""
+    """While held: proof that this process is the only one sweeping a shard."""
+
+    @abstractmethod
+    async def acquire(self) -> bool:
+        """Take the lock if it is free, without waiting: False when another process holds it.
+        Raises a ShardError when the database cannot be reached."""
 
     @abstractmethod
     def held(self) -> bool:
-        """False once the lock's connection is gone: stop sweeping and try to acquire it again."""
+        """False once released, or once the lock's connection is gone: stop sweeping."""
 
     @abstractmethod
     async def release(self) -> None:
-        """Give the lock up (idempotent)."""
+        """Give the lock up, keeping its connection for the next ``acquire`` (idempotent)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Give the lock up and close its connection (idempotent)."""

@@ -31,6 +31,7 @@ from kvstore.backends.sql import (
     Dialect,
     Params,
     PoolSettings,
+    SessionLock,
     SqlNode,
     Statements,
     WriteTemplates,
@@ -195,6 +196,7 @@ class MySQLNode(SqlNode):
             ),
             **connect_arguments(dsn),
         }
+        self._sweeper_lock = _NamedLock(self, dsn, pool.connect_timeout_s)
 
     async def open(self) -> None:
         try:
@@ -209,6 +211,7 @@ class MySQLNode(SqlNode):
             self.statements = replace(STATEMENTS, upsert=MARIADB_UPSERT)
 
     async def close(self, timeout_s: float) -> None:
+        await self._sweeper_lock.close()
         if self._background is not None:
             self._background.close()
         if self._pool is None:
@@ -286,25 +289,8 @@ class MySQLNode(SqlNode):
         seconds = status.get("Seconds_Behind_Master") if running else None
         return ReplicaState(caught_up=bool(caught_up), seconds_since_replay=None if seconds is None else float(seconds))
 
-    async def acquire_sweeper_lock(self) -> SweeperLock | None:
-        arguments = connect_arguments(self._dsn)
-        try:
-            connection = await aiomysql.connect(connect_timeout=self._settings.connect_timeout_s, **arguments)
-        except (OSError, pymysql.MySQLError, TimeoutError) as error:
-            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
-        # GET_LOCK names are server-wide: name the database so that two shards on one server differ.
-        name = f"kvstore.sweeper.{arguments['db']}"[:64]
-        try:
-            async with connection.cursor() as cursor:
-                await cursor.execute("SELECT GET_LOCK(%s, 0)", (name,))
-                (acquired,) = await cursor.fetchone()
-        except BaseException:
-            connection.close()
-            raise
-        if acquired != 1:
-            connection.close()
-            return None
-        return _NamedLock(connection)
+    def sweeper_lock(self) -> SweeperLock:
+        return self._sweeper_lock
 
     @asynccontextmanager
     async def _cursor(self, write: bool, background: bool = False) -> AsyncIterator[aiomysql.Cursor]:
@@ -357,14 +343,34 @@ def _translate(node: "MySQLNode", error: BaseException, write: bool) -> BaseExce
     return node.connection_lost(error, write)
 
 
-class _NamedLock(SweeperLock):
-    """A ``GET_LOCK`` lock: the server releases it when the session ends, however the holder dies."""
+class _NamedLock(SessionLock[aiomysql.Connection]):
+    """A ``GET_LOCK`` lock, taken and released with ``GET_LOCK(name, 0)`` / ``RELEASE_LOCK(name)``."""
 
-    def __init__(self, connection: aiomysql.Connection) -> None:
-        self._connection = connection
+    driver_errors = (OSError, TimeoutError, pymysql.MySQLError)
 
-    def held(self) -> bool:
-        return not self._connection.closed
+    def __init__(self, node: MySQLNode, dsn: str, connect_timeout_s: float) -> None:
+        super().__init__(node)
+        self._arguments = connect_arguments(dsn)
+        self._connect_timeout_s = connect_timeout_s
+        # GET_LOCK names are server-wide: name the database so that two shards on one server differ.
+        self._name = f"kvstore.sweeper.{self._arguments['db']}"[:64]
 
-    async def release(self) -> None:
-        self._connection.close()
+    async def _connect(self) -> aiomysql.Connection:
+        return await aiomysql.connect(connect_timeout=self._connect_timeout_s, **self._arguments)
+
+    async def _try_lock(self, session: aiomysql.Connection) -> bool:
+        async with session.cursor() as cursor:
+            await cursor.execute("SELECT GET_LOCK(%s, 0)", (self._name,))
+            (acquired,) = await cursor.fetchone()
+        return bool(acquired == 1)
+
+    async def _unlock(self, session: aiomysql.Connection) -> None:
+        async with session.cursor() as cursor:
+            await cursor.execute("SELECT RELEASE_LOCK(%s)", (self._name,))
+            await cursor.fetchone()
+
+    def _closed(self, session: aiomysql.Connection) -> bool:
+        return bool(session.closed)
+
+    def _drop(self, session: aiomysql.Connection) -> None:
+        session.close()

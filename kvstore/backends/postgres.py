@@ -11,7 +11,16 @@ import asyncpg
 
 from kvstore.backends.base import PERSISTENT_TTL, Put, Row, SweeperLock
 from kvstore.backends.pool import ConnectionPool
-from kvstore.backends.sql import STANDARD_WRITES, Dialect, Params, PoolSettings, SqlNode, Statements, sweep_slot
+from kvstore.backends.sql import (
+    STANDARD_WRITES,
+    Dialect,
+    Params,
+    PoolSettings,
+    SessionLock,
+    SqlNode,
+    Statements,
+    sweep_slot,
+)
 from kvstore.errors import ShardTimeout, ShardUnavailable, describe
 
 _EPOCH = "extract(epoch from clock_timestamp())"
@@ -102,6 +111,7 @@ class PostgresNode(SqlNode):
             "application_name": "kvstore",
             "statement_timeout": str(int(pool.statement_timeout_s * 1000)),
         }
+        self._sweeper_lock = _AdvisoryLock(self, dsn, pool.connect_timeout_s)
 
     async def open(self) -> None:
         pool: ConnectionPool[asyncpg.Connection] = ConnectionPool(self._connect, self._settings.max_size)
@@ -118,6 +128,7 @@ class PostgresNode(SqlNode):
         )
 
     async def close(self, timeout_s: float) -> None:
+        await self._sweeper_lock.close()
         if self._background is not None:
             _discard(self._background)
         if self._pool is not None:
@@ -170,20 +181,8 @@ class PostgresNode(SqlNode):
         async with self._connection(write=False, background=background) as connection:
             return [tuple(row) for row in await connection.fetch(sql, *params)]
 
-    async def acquire_sweeper_lock(self) -> SweeperLock | None:
-        try:
-            connection = await asyncpg.connect(self._dsn, timeout=self._settings.connect_timeout_s)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
-            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
-        try:
-            acquired = await connection.fetchval("SELECT pg_try_advisory_lock($1)", _SWEEPER_LOCK_KEY)
-        except BaseException:
-            connection.terminate()
-            raise
-        if not acquired:
-            await connection.close()
-            return None
-        return _AdvisoryLock(connection)
+    def sweeper_lock(self) -> SweeperLock:
+        return self._sweeper_lock
 
     async def _acquire(self, background: bool) -> asyncpg.Connection:
         if self._pool is None:
@@ -247,15 +246,27 @@ def _is_unavailable(error: asyncpg.PostgresError) -> bool:
     return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
 
 
-class _AdvisoryLock(SweeperLock):
-    """A session advisory lock: PostgreSQL drops it with the connection, however the holder dies."""
+class _AdvisoryLock(SessionLock[asyncpg.Connection]):
+    """A session advisory lock, taken and released with ``pg_try_advisory_lock`` / ``pg_advisory_unlock``."""
 
-    def __init__(self, connection: asyncpg.Connection) -> None:
-        self._connection = connection
+    driver_errors = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
-    def held(self) -> bool:
-        return not self._connection.is_closed()
+    def __init__(self, node: PostgresNode, dsn: str, connect_timeout_s: float) -> None:
+        super().__init__(node)
+        self._dsn = dsn
+        self._connect_timeout_s = connect_timeout_s
 
-    async def release(self) -> None:
-        if not self._connection.is_closed():
-            self._connection.terminate()
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self._dsn, timeout=self._connect_timeout_s)
+
+    async def _try_lock(self, session: asyncpg.Connection) -> bool:
+        return bool(await session.fetchval("SELECT pg_try_advisory_lock($1)", _SWEEPER_LOCK_KEY))
+
+    async def _unlock(self, session: asyncpg.Connection) -> None:
+        await session.fetchval("SELECT pg_advisory_unlock($1)", _SWEEPER_LOCK_KEY)
+
+    def _closed(self, session: asyncpg.Connection) -> bool:
+        return bool(session.is_closed())
+
+    def _drop(self, session: asyncpg.Connection) -> None:
+        _discard(session)

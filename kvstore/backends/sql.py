@@ -20,13 +20,29 @@ import random
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, Node, Put, ReplicaState, Row, StoredRow, TableStats
-from kvstore.errors import SchemaError, ShardError, ShardTimeout
+from kvstore.backends.base import (
+    PERSISTENT_TTL,
+    SCHEMA_VERSION,
+    Node,
+    Put,
+    ReplicaState,
+    Row,
+    StoredRow,
+    SweeperLock,
+    TableStats,
+)
+from kvstore.errors import SchemaError, ShardError, ShardTimeout, ShardUnavailable, describe
 
 Params = Sequence[Any]
+Session = TypeVar("Session")
 _PUT_ATTEMPTS = 16
+# Where the engine's row estimate is missing or at most this, ``table_stats`` counts instead:
+# counting this many rows takes milliseconds, while a fresh PostgreSQL table has no estimate
+# until it is first analyzed and InnoDB's is a rough sample. Bounded, so a wrong estimate never
+# turns into a full scan of a big table.
+EXACT_COUNT_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +132,7 @@ REMOVE = "DELETE FROM store WHERE {key} {keys}"
 READ_STATE = "SELECT epoch, value FROM kvstore_state WHERE name = ?"
 CREATE_STATE = "INSERT INTO kvstore_state (name, epoch, value) VALUES (?, ?, ?) {conflict}"
 UPDATE_STATE = "UPDATE kvstore_state SET epoch = ?, value = ? WHERE name = ? AND epoch = ?"
+COUNT_ROWS = "SELECT COUNT(*), COUNT(sweep_slot) FROM (SELECT sweep_slot FROM store LIMIT ?) bounded"
 VERSION_CHECK = " AND version = ?"
 
 
@@ -177,6 +194,7 @@ class Statements:
     update_state: str
     upgrade_schema_version: str
     table_stats: str
+    count_rows: str
 
     @classmethod
     def build(cls, dialect: Dialect, writes: WriteTemplates) -> "Statements":
@@ -209,6 +227,7 @@ class Statements:
             update_state=dialect.render(UPDATE_STATE),
             upgrade_schema_version=dialect.render(UPGRADE_SCHEMA_VERSION),
             table_stats=dialect.table_stats,
+            count_rows=dialect.render(COUNT_ROWS),
         )
 
 
@@ -369,6 +388,10 @@ class SqlNode(Node):
         try:
             version = await self._fetch_one(self.statements.read_schema_version, ())
             row = await self._fetch_one(self.statements.table_stats, ())
+            if row is not None and not row[2] and (row[0] is None or row[0] <= EXACT_COUNT_LIMIT):
+                counted = await self._fetch_one(self.statements.count_rows, (EXACT_COUNT_LIMIT + 1,))
+                if counted is not None and counted[0] <= EXACT_COUNT_LIMIT:
+                    row = (*counted, True)
         except ShardError:
             raise
         except Exception as error:
@@ -497,3 +520,68 @@ def sweep_slot(ttl_ms: int | None) -> int | None:
     not move its index entry.
     """
     return None if ttl_ms is None else _random_slot()
+
+
+class SessionLock(SweeperLock, Generic[Session]):
+    """A sweeper lock held by a database session of its own (PostgreSQL advisory lock, MySQL ``GET_LOCK``).
+
+    The session is kept between bursts of sweeping, so taking the lock again costs one round trip,
+    not a connection; the server drops the lock with the session, however its holder dies. A
+    driver supplies the session primitives below.
+    """
+
+    driver_errors: tuple[type[BaseException], ...]  # a lost connection or a failed statement
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._session: Session | None = None
+        self._held = False
+
+    async def acquire(self) -> bool:
+        if self.held():
+            return True
+        try:
+            if self._session is None or self._closed(self._session):
+                self._session = await self._connect()
+            self._held = await self._try_lock(self._session)
+        except BaseException as error:
+            await self.close()  # cancelled or failed mid-statement: the session's state is unknown
+            if isinstance(error, self.driver_errors):
+                raise self._node.failure(ShardUnavailable, f"sweeper lock: {describe(error)}") from None
+            raise
+        return self._held
+
+    def held(self) -> bool:
+        return self._held and self._session is not None and not self._closed(self._session)
+
+    async def release(self) -> None:
+        if not self.held() or self._session is None:
+            self._held = False
+            return
+        self._held = False
+        try:
+            await self._unlock(self._session)
+        except BaseException as error:
+            await self.close()  # closing the session releases the lock just as well
+            if not isinstance(error, self.driver_errors):
+                raise
+
+    async def close(self) -> None:
+        if self._session is not None:
+            self._drop(self._session)
+        self._session, self._held = None, False
+
+    @abstractmethod
+    async def _connect(self) -> Session: ...
+
+    @abstractmethod
+    async def _try_lock(self, session: Session) -> bool: ...
+
+    @abstractmethod
+    async def _unlock(self, session: Session) -> None: ...
+
+    @abstractmethod
+    def _closed(self, session: Session) -> bool: ...
+
+    @abstractmethod
+    def _drop(self, session: Session) -> None: ...

@@ -93,6 +93,7 @@ class SQLiteNode(SqlNode):
         self._writer_turn = asyncio.Lock()  # one statement or transaction at a time on the writer
         self._background: aiosqlite.Connection | None = None
         self._in_use = 0
+        self._sweeper_lock = _FileLock(self, self._path.with_name(self._path.name + ".sweeper-lock"))
 
     async def open(self) -> None:
         self._reader = await self._connect()
@@ -112,6 +113,7 @@ class SQLiteNode(SqlNode):
         return connection
 
     async def close(self, timeout_s: float) -> None:
+        await self._sweeper_lock.close()
         for connection in (self._reader, self._writer, self._background):
             if connection is not None:
                 await connection.close()
@@ -164,15 +166,8 @@ class SQLiteNode(SqlNode):
         results = {key: (Row.from_columns(ttl, version), key not in was_live) for key, ttl, version in rows}
         return [results[key] for key in keys]
 
-    async def acquire_sweeper_lock(self) -> SweeperLock | None:
-        lock_path = self._path.with_name(self._path.name + ".sweeper-lock")
-        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
-            return None
-        return _FileLock(descriptor)
+    def sweeper_lock(self) -> SweeperLock:
+        return self._sweeper_lock
 
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -197,15 +192,41 @@ class SQLiteNode(SqlNode):
 
 
 class _FileLock(SweeperLock):
-    """``flock`` on a file beside the database: the kernel drops it when the holder's process dies."""
+    """``flock`` on a file beside the database: the kernel drops it when the holder's process dies.
 
-    def __init__(self, descriptor: int) -> None:
-        self._descriptor: int | None = descriptor
+    The descriptor stays open between bursts; ``flock`` excludes other descriptors of the file,
+    in this process as in others.
+    """
+
+    def __init__(self, node: SQLiteNode, path: Path) -> None:
+        self._node = node
+        self._path = path
+        self._descriptor: int | None = None
+        self._held = False
+
+    async def acquire(self) -> bool:
+        if self._held:
+            return True
+        try:
+            if self._descriptor is None:
+                self._descriptor = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError as error:
+            raise self._node.failure(ShardUnavailable, f"sweeper lock {self._path}: {error.strerror}") from None
+        self._held = True
+        return True
 
     def held(self) -> bool:
-        return self._descriptor is not None
+        return self._held
 
     async def release(self) -> None:
+        if self._held and self._descriptor is not None:
+            fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+        self._held = False
+
+    async def close(self) -> None:
         if self._descriptor is not None:
-            os.close(self._descriptor)
-            self._descriptor = None
+            os.close(self._descriptor)  # drops the lock with it
+        self._descriptor, self._held = None, False

@@ -2,7 +2,7 @@
 
 import click
 
-from kvstore import __version__
+from kvstore import __version__, logs
 from kvstore.cli.cluster import cluster
 from kvstore.cli.kv import kv
 from kvstore.cli.reshard import reshard, verify_command
@@ -16,6 +16,7 @@ from kvstore.cli.sweep import sweep
 @click.version_option(__version__, prog_name="kvstore")
 def main() -> None:
     """kvstore: a key-value store server over consistent-hashed SQL shards."""
+    logs.configure_plain()  # `serve` replaces it with JSON lines once its workers start
 
 
 main.add_command(serve)

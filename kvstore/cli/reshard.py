@@ -8,24 +8,24 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 import click
 
+from kvstore.cli.fleet import Fleet, open_fleet
 from kvstore.cli.options import config_option, settings_or_exit, table
 from kvstore.cli.ring import show_diff
-from kvstore.config import Settings
-from kvstore.errors import KvError, ReshardError, ShardError
+from kvstore.config import Settings, write_shards
+from kvstore.errors import ConfigError, KvError, ReshardError, ShardError
 from kvstore.reshard import migration
 from kvstore.reshard.migration import DEFAULT_BATCH, CopyPace, CopyProgress
 from kvstore.reshard.plan import RingDiff
 from kvstore.reshard.state import Phase, RingRecord, ring_layout
 from kvstore.reshard.verify import VerifyReport, verify
-from kvstore.router import Router
-from kvstore.shard import Shard
+from kvstore.router import describe_ring
 
 T = TypeVar("T")
 
@@ -44,46 +44,14 @@ _pace_option = click.option(
     default=None,
     help="Copy at most this many rows per second, to spare busy primaries (default: no limit).",
 )
+_write_config_option = click.option(
+    "--write-config",
+    is_flag=True,
+    help="Then write the new ring's shards into the --config file, keeping its other settings.",
+)
 _batch_option = click.option(
     "--batch-size", type=click.IntRange(1, 10_000), default=DEFAULT_BATCH, show_default=True, help="Rows per batch."
 )
-
-
-@dataclass
-class Fleet:
-    """Every shard the current ring record, the config and (optionally) a target config name."""
-
-    settings: Settings
-    shards: dict[str, Shard]
-    record: RingRecord
-
-
-@asynccontextmanager
-async def open_fleet(settings: Settings, target: Settings | None = None) -> AsyncIterator[Fleet]:
-    """Open the config's shards, follow their ring record, and add the target's shards."""
-    router = Router(settings)
-    try:
-        await _open_all(router.shards.values())
-        await router.refresh()
-        if target is not None:
-            added = [
-                Shard.from_settings(shard, settings.server)
-                for shard in target.shards
-                if shard.name not in router.shards
-            ]
-            router.shards.update((shard.name, shard) for shard in added)
-            await _open_all(added)
-            for shard in added:  # new shards get the schema, which holds the ring record
-                await shard.primary.ensure_schema()
-        record = await migration.latest_record(router.shards, settings)
-        yield Fleet(settings, router.shards, record)
-    finally:
-        await router.close(5.0)
-
-
-async def _open_all(shards: Iterable[Shard]) -> None:
-    for shard in shards:
-        await shard.open()
 
 
 def _run(step: Callable[[], Awaitable[T]]) -> T:
@@ -233,13 +201,17 @@ def _progress(show: bool, length: int, label: str, done: int = 0) -> Iterator[Co
 @reshard.command("cutover")
 @config_option
 @_batch_option
+@_write_config_option
 @_json_option
-def cutover(config_file: str | None, batch_size: int, as_json: bool) -> None:
+def cutover(config_file: str | None, batch_size: int, write_config: bool, as_json: bool) -> None:
     """Make the new ring the only ring, once the copy is complete and `verify` is clean.
+
+    The config file still describes the old ring afterwards: --write-config puts the new
+    shards list in it, else a warning says so.
 
     \b
     Example:
-      kvstore reshard cutover --config shards.yaml
+      kvstore reshard cutover --config shards.yaml --write-config
     """
     settings = settings_or_exit(config_file)
 
@@ -253,14 +225,18 @@ def cutover(config_file: str | None, batch_size: int, as_json: bool) -> None:
 
     record = _run(step)
     _report(as_json, _record_document(record), "cut over: the new ring is the only ring; run `kvstore reshard cleanup`")
+    _follow_in_config(settings, record, write_config, as_json)
 
 
 @reshard.command("cleanup")
 @config_option
 @_batch_option
+@_write_config_option
 @_json_option
-def cleanup(config_file: str | None, batch_size: int, as_json: bool) -> None:
+def cleanup(config_file: str | None, batch_size: int, write_config: bool, as_json: bool) -> None:
     """Delete moved rows from their old owners in batches, then end the migration.
+
+    --write-config then puts the new shards list in the --config file (as for cutover).
 
     \b
     Example:
@@ -275,6 +251,7 @@ def cleanup(config_file: str | None, batch_size: int, as_json: bool) -> None:
 
     record = _run(step)
     _report(as_json, _record_document(record), f"migration finished: ring epoch {record.epoch} is stable")
+    _follow_in_config(settings, record, write_config, as_json)
 
 
 @reshard.command("abort")
@@ -361,24 +338,36 @@ def status(config_file: str | None, as_json: bool) -> None:
 @_to_option
 @_batch_option
 @_pace_option
+@_write_config_option
 @_json_option
 def run(
-    config_file: str | None, target_config: str, batch_size: int, rows_per_second: float | None, as_json: bool
+    config_file: str | None,
+    target_config: str,
+    batch_size: int,
+    rows_per_second: float | None,
+    write_config: bool,
+    as_json: bool,
 ) -> None:
     """start, copy, verify, cutover and cleanup in order; stops before cutover if verify is not clean.
 
-    Resumes a migration to the same ring that an earlier run (or the single steps) left half-way.
+    Resumes a migration to the same ring that an earlier run (or the single steps) left half-way,
+    and does nothing when the shards already use NEW.yaml's ring. --write-config then puts the
+    new shards list in the --config file, else a warning says it describes the old ring.
 
     \b
     Example:
-      kvstore reshard run --config shards.yaml --to shards-3.yaml
+      kvstore reshard run --config shards.yaml --to shards-3.yaml --write-config
     """
     settings, target = settings_or_exit(config_file), settings_or_exit(target_config)
 
     async def step() -> RingRecord:
         async with open_fleet(settings, target) as fleet:
             record = fleet.record
-            if record.phase is not Phase.STABLE and ring_layout(record.shards) != ring_layout(target.shard_specs):
+            same_ring = ring_layout(record.shards) == ring_layout(target.shard_specs)
+            if record.phase is Phase.STABLE and same_ring:
+                _say(as_json, f"the shards already use this ring (epoch {record.epoch}): nothing to move")
+                return record
+            if record.phase is not Phase.STABLE and not same_ring:
                 raise ReshardError(f"a migration to another ring is {record.phase.value}; see `kvstore reshard status`")
             if record.phase in (Phase.STABLE, Phase.PREPARING):
                 record = await migration.start(fleet.shards, settings, target, lambda message: _say(as_json, message))
@@ -398,6 +387,25 @@ def run(
 
     record = _run(step)
     _report(as_json, _record_document(record), f"migration finished: ring epoch {record.epoch} is stable")
+    _follow_in_config(settings, record, write_config, as_json)
+
+
+def _follow_in_config(settings: Settings, record: RingRecord, write: bool, as_json: bool) -> None:
+    """Once the record's ring is the one in force: put it in the config file, or warn that the file is stale."""
+    if ring_layout(settings.shard_specs) == ring_layout(record.shards) or settings.source is None:
+        return
+    if not write:
+        click.echo(
+            f"warning: {settings.source} still describes the old ring; update it to shards"
+            f" {describe_ring(record.shards)} (--write-config does it)",
+            err=True,
+        )
+        return
+    try:
+        write_shards(settings.source, record.shards)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    _say(as_json, f"wrote shards {describe_ring(record.shards)} to {settings.source}")
 
 
 @click.command("verify")

@@ -1,5 +1,6 @@
-"""``kvstore ring …``: how the configured ring shares out the key space, and what a change moves."""
+"""``kvstore ring …``: how the ring in force shares out the key space, and what a change moves."""
 
+import asyncio
 import json
 import random
 import string
@@ -7,20 +8,26 @@ from collections.abc import Iterator
 
 import click
 
+from kvstore.cli.fleet import reach_fleet
 from kvstore.cli.options import config_option, settings_or_exit, table
+from kvstore.config import Settings
 from kvstore.reshard.plan import KeySample, RingDiff, sample_diff
+from kvstore.reshard.state import RingRecord
 
 
 @click.group()
 def ring() -> None:
-    """Inspect the consistent-hash ring (no database is contacted)."""
+    """Inspect the consistent-hash ring: the one in force (`show`), or what a change moves (`diff`)."""
 
 
 @ring.command("show")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
 def show(config_file: str | None, as_json: bool) -> None:
-    """Each shard's weight, virtual nodes and share of the key space.
+    """Each shard's weight, virtual nodes and share of the key space, in the ring in force.
+
+    The ring in force is the one the shards' ring record holds; a warning says when the config
+    describes another. With no shard answering, the config's ring is shown (and said to be).
 
     \b
     Example:
@@ -28,32 +35,35 @@ def show(config_file: str | None, as_json: bool) -> None:
       kvstore ring show --config shards.yaml --json | jq '.shards[] | {name, share}'
     """
     settings = settings_or_exit(config_file)
-    shares = settings.ring().shares()
+    record, unreachable = asyncio.run(_record_in_force(settings))
+    if len(unreachable) == len(settings.shards):
+        reason = next(iter(unreachable.values()))
+        click.echo(f"warning: no shard answered ({reason}); showing the config's ring", err=True)
+    shares = record.ring().shares()
+    shards = [(str(spec["name"]), str(spec["backend"]), int(spec.get("weight", 1))) for spec in record.shards]
+    vnodes = record.vnodes_per_weight
     if as_json:
-        shards = [
-            {
-                "name": shard.name,
-                "backend": shard.backend,
-                "weight": shard.weight,
-                "vnodes": shard.weight * settings.vnodes_per_weight,
-                "share": shares[shard.name],
-            }
-            for shard in settings.shards
-        ]
-        click.echo(json.dumps({"vnodes_per_weight": settings.vnodes_per_weight, "shards": shards}, indent=2))
+        document = {
+            "epoch": record.epoch,
+            "phase": record.phase.value,
+            "vnodes_per_weight": vnodes,
+            "shards": [
+                {"name": name, "backend": backend, "weight": weight, "vnodes": weight * vnodes, "share": shares[name]}
+                for name, backend, weight in shards
+            ],
+        }
+        click.echo(json.dumps(document, indent=2))
         return
     header = ("SHARD", "BACKEND", "WEIGHT", "VNODES", "SHARE")
     rows = [
-        (
-            shard.name,
-            shard.backend,
-            str(shard.weight),
-            str(shard.weight * settings.vnodes_per_weight),
-            _percent(shares[shard.name]),
-        )
-        for shard in settings.shards
+        (name, backend, str(weight), str(weight * vnodes), _percent(shares[name])) for name, backend, weight in shards
     ]
     click.echo(table(header, rows, right={2, 3, 4}))
+
+
+async def _record_in_force(settings: Settings) -> tuple[RingRecord, dict[str, str]]:
+    async with reach_fleet(settings) as fleet:
+        return fleet.record, fleet.unreachable
 
 
 @ring.command("diff")

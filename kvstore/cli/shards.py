@@ -1,7 +1,6 @@
 """``kvstore shards …``: schema and shard tooling."""
 
 import asyncio
-import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -9,6 +8,7 @@ from dataclasses import dataclass, field
 import click
 
 from kvstore.backends.base import TableStats
+from kvstore.cli.fleet import reach_fleet
 from kvstore.cli.options import config_option, settings_or_exit, table
 from kvstore.config import Settings
 from kvstore.errors import KvError
@@ -138,8 +138,9 @@ class ShardStatus:
 def status(config_file: str | None, as_json: bool) -> None:
     """Each shard: primary and replicas reachable, replica lag, ring share, schema version, rows.
 
-    Row counts are exact on SQLite and the engine's estimates on PostgreSQL (pg_class.reltuples,
-    none before the table is first analyzed) and MySQL (information_schema TABLE_ROWS). Dead rows
+    Row counts are exact on SQLite and on any table of up to 100,000 rows (a bounded count); on
+    bigger PostgreSQL and MySQL tables they are the engine's estimates (pg_class.reltuples, none
+    before the table is first analyzed; information_schema TABLE_ROWS), marked "~". Dead rows
     (expired or deleted) are counted from 5 random samples of 100 rows with an expiry, exactly
     when there are fewer such rows, else scaled. No data is changed. Exits 1 when a shard's
     primary cannot be reached or has no kvstore schema.
@@ -166,35 +167,19 @@ def status(config_file: str | None, as_json: bool) -> None:
 
 
 async def _status_all(settings: Settings) -> list[ShardStatus]:
-    router = Router(settings)
-    try:
-        await _follow_ring_record(router, settings)
-        ring = router.topology.ring
+    async with reach_fleet(settings) as fleet:
+        ring = fleet.record.ring()
         weights, shares = {node.name: node.weight for node in ring.nodes}, ring.shares()
         # The ring in force first (it may name shards the config lacks), then configured shards outside it.
-        names = dict.fromkeys([*ring.names, *router.shards])
+        names = dict.fromkeys([*ring.names, *fleet.shards])
         return list(
             await asyncio.gather(
                 *(
-                    _shard_status(router.shards[name], weights.get(name, 0), shares.get(name, 0.0), settings)
+                    _shard_status(fleet.shards[name], weights.get(name, 0), shares.get(name, 0.0), settings)
                     for name in names
                 )
             )
         )
-    finally:
-        await router.close(5.0)
-
-
-async def _follow_ring_record(router: Router, settings: Settings) -> None:
-    """Best effort: the shards' ring record, where one is reachable, says which ring is in force."""
-    timeout_s = settings.server.connect_timeout_s
-    for shard in list(router.shards.values()):
-        with contextlib.suppress(KvError, TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await shard.open()
-    with contextlib.suppress(KvError, TimeoutError):
-        async with asyncio.timeout(timeout_s + settings.server.request_timeout_s):
-            await router.refresh()
 
 
 async def _shard_status(shard: Shard, weight: int, share: float, settings: Settings) -> ShardStatus:
@@ -306,5 +291,6 @@ def _print_status(statuses: list[ShardStatus]) -> None:
         )
     if unknown:
         click.echo(
-            "? no estimate: PostgreSQL has none until the table is first analyzed; MySQL none for rows with an expiry"
+            "? no figure: too many rows to count, and PostgreSQL has no estimate until the table is first analyzed;"
+            " MySQL none for rows with an expiry"
         )

@@ -5,13 +5,13 @@ from dataclasses import replace
 
 import click
 
+from kvstore.cli.fleet import reach_fleet
 from kvstore.cli.options import config_option, settings_or_exit
 from kvstore.config import Settings
 from kvstore.errors import KvError
 from kvstore.reshard.state import Phase
-from kvstore.router import Router
 from kvstore.shard import Shard
-from kvstore.sweeper import FullSweepProgress, full_sweep, sweep_cycle
+from kvstore.sweeper import FullSweepProgress, acquire_within, full_sweep, sweep_cycle
 
 
 @click.command()
@@ -21,56 +21,70 @@ from kvstore.sweeper import FullSweepProgress, full_sweep, sweep_cycle
 @click.option(
     "--batch-size", type=click.IntRange(1, 10_000), default=1000, show_default=True, help="Rows per statement."
 )
-def sweep(config_file: str | None, shard_names: tuple[str, ...], full: bool, batch_size: int) -> None:
-    """Hard-delete expired and soft-deleted rows on the shards' primaries.
+@click.option(
+    "--lock-timeout",
+    "lock_timeout_s",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for a shard's sweeper lock.",
+)
+def sweep(
+    config_file: str | None, shard_names: tuple[str, ...], full: bool, batch_size: int, lock_timeout_s: float
+) -> None:
+    """Hard-delete expired and soft-deleted rows on the primaries of the ring in force.
+
+    The ring in force is the one the shards' ring record holds (after a reshard it may have more
+    shards than the config lists; a warning says so).
 
     Without --full it runs the sampling sweeper's cycles back to back, with no time budget, until
     a sample comes back below the stale threshold. With --full it visits every row once. Either
     way it holds the shard's sweeper lock, so it never works a shard at the same time as a server's
-    sweeper (it fails, naming the shard, when one is busy there).
+    sweeper: running servers give the lock back every second or so, and pause their sweeping
+    while this command holds it. It fails, naming the shard, when the lock stays taken for
+    --lock-timeout seconds (e.g. by another `kvstore sweep`).
 
     \b
     Example:
       kvstore sweep --config shards.yaml --shard s0 --full
     """
     settings = settings_or_exit(config_file)
-    unknown = sorted(set(shard_names) - {shard.name for shard in settings.shards})
-    if unknown:
-        raise click.ClickException(f"unknown shard {unknown[0]!r}")
-    failures = asyncio.run(_sweep_all(settings, set(shard_names), full, batch_size))
+    failures = asyncio.run(_sweep_all(settings, set(shard_names), full, batch_size, lock_timeout_s))
     if failures:
         raise click.ClickException(f"{failures} shard(s) failed")
 
 
-async def _sweep_all(settings: Settings, only: set[str], full: bool, batch_size: int) -> int:
-    router = Router(settings)
-    failures = 0
-    try:
-        await router.refresh()
-        if router.topology.phase is not Phase.STABLE:
+async def _sweep_all(settings: Settings, only: set[str], full: bool, batch_size: int, lock_timeout_s: float) -> int:
+    """Sweep the ring in force (the shards' ring record), or the shards named in ``only``."""
+    async with reach_fleet(settings) as fleet:
+        if fleet.record.phase is not Phase.STABLE:
             raise click.ClickException(
-                f"a migration is in progress (phase {router.topology.phase}); the running servers' sweepers know which"
+                f"a migration is in progress (phase {fleet.record.phase}); the running servers' sweepers know which"
                 " rows it still needs: sweep by hand after `kvstore reshard cleanup`"
             )
-        for shard in router.shards.values():
-            if only and shard.name not in only:
-                continue
+        in_force = fleet.record.shard_names()
+        unknown = sorted(only - set(fleet.shards))
+        if unknown:
+            raise click.ClickException(f"unknown shard {unknown[0]!r}; the ring in force has {', '.join(in_force)}")
+        failures = 0
+        for name in sorted(only) if only else in_force:
             try:
-                await _sweep_shard(shard, settings, full, batch_size)
+                await _sweep_shard(fleet.shards[name], settings, full, batch_size, lock_timeout_s)
             except KvError as error:
                 failures += 1
-                click.echo(f"{shard.name}: FAILED: {error}", err=True)
-    finally:
-        await router.close(5.0)
-    return failures
+                click.echo(f"{name}: FAILED: {error}", err=True)
+        return failures
 
 
-async def _sweep_shard(shard: Shard, settings: Settings, full: bool, batch_size: int) -> None:
+async def _sweep_shard(shard: Shard, settings: Settings, full: bool, batch_size: int, lock_timeout_s: float) -> None:
     await shard.open()
     node = shard.writer()
-    lock = await node.acquire_sweeper_lock()
-    if lock is None:
-        raise KvError(f"shard {shard.name}: another process is sweeping it (a running server's sweeper?)")
+    lock = node.sweeper_lock()
+    if not await acquire_within(lock, lock_timeout_s):
+        raise KvError(
+            f"shard {shard.name}: another process is sweeping it (still after {lock_timeout_s:g} s; another"
+            " `kvstore sweep`?)"
+        )
     try:
         if full:
             progress = FullSweepProgress()
@@ -88,4 +102,4 @@ async def _sweep_shard(shard: Shard, settings: Settings, full: bool, batch_size:
                 f" ({result.stale:.0%} of the sampled rows were dead)"
             )
     finally:
-        await lock.release()
+        await lock.close()

@@ -281,10 +281,17 @@ def _instances(layout: ClusterLayout) -> dict[str, DatabaseInstance]:
         primary: PostgresInstance | MariaDBInstance
         replicas: list[DatabaseInstance]
         if layout.backend == "postgres":
-            primary = PostgresInstance(primary_member.data_dir, primary_member.port, durable=layout.durable)
+            primary = PostgresInstance(
+                primary_member.data_dir, primary_member.port, durable=layout.durable, owned_dir=layout.root
+            )
             replicas = [
                 PostgresStandby(
-                    m.data_dir, m.port, primary=primary, slot=m.name.replace("/", "_"), durable=layout.durable
+                    m.data_dir,
+                    m.port,
+                    primary=primary,
+                    slot=m.name.replace("/", "_"),
+                    durable=layout.durable,
+                    owned_dir=layout.root,
                 )
                 for m in replica_members
             ]

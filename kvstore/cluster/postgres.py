@@ -3,7 +3,9 @@
 ``initdb`` and ``postgres`` refuse to run as root. When we are root they run as
 the ``postgres`` OS user instead (``subprocess`` switches uid/gid itself, so the
 PID we hold is the postmaster's and not a wrapper's); the data directory is
-handed to that user, and every directory above it must be traversable by it.
+handed to that user, and every directory above it must be traversable by it:
+kvstore grants that on the directory it was given (``owned_dir``) and below, and
+only checks the directories above (``access.py``).
 """
 
 import os
@@ -13,6 +15,7 @@ import signal
 from pathlib import Path
 from typing import Any, ClassVar
 
+from kvstore.cluster.access import OsUser, grant_traverse
 from kvstore.cluster.binaries import PostgresBinaries, find_postgres_binaries
 from kvstore.cluster.instance import APP_DATABASE, APP_USER, DatabaseInstance, InstanceError, wait_until
 from kvstore.cluster.lag import ReplicationLag
@@ -49,9 +52,14 @@ class PostgresInstance(DatabaseInstance):
     # every client, e.g. a leaked pool, to disconnect first.
     _stop_signal = signal.SIGINT
 
-    def __init__(self, data_dir: Path | str, port: int, *, durable: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path | str, port: int, *, durable: bool = True, owned_dir: Path | str | None = None
+    ) -> None:
+        """``owned_dir``: the directory kvstore was handed, at or above ``data_dir`` (a cluster's
+        ``--dir``), where it may grant the server's OS user search permission; default ``data_dir``."""
         super().__init__(data_dir, port)
         self.durable = durable
+        self.owned_dir = self.data_dir if owned_dir is None else Path(owned_dir).resolve()
 
     @property
     def log_path(self) -> Path:
@@ -73,15 +81,20 @@ class PostgresInstance(DatabaseInstance):
 
     def _spawn_options(self) -> dict[str, Any]:
         """Run server-side programs as the ``postgres`` OS user when we are root."""
+        user = self._os_user()
+        return {} if user is None else {"user": user.uid, "group": user.gid, "extra_groups": []}
+
+    def _os_user(self) -> OsUser | None:
+        """Who the server-side programs run as: None for ourselves, the ``postgres`` OS user for root."""
         if os.geteuid() != 0:
-            return {}
+            return None
         try:
             account = pwd.getpwnam(_OS_USER)
         except KeyError:
             raise InstanceError(
                 f"{self}: PostgreSQL refuses to run as root and there is no {_OS_USER!r} OS user to run it as"
             ) from None
-        return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+        return OsUser(_OS_USER, account.pw_uid, account.pw_gid)
 
     def _initialize(self) -> None:
         command = [
@@ -101,9 +114,11 @@ class PostgresInstance(DatabaseInstance):
 
     def _run_into_data_dir(self, command: list[str], timeout_s: float) -> None:
         """Run a program that fills ``data_dir`` (initdb, pg_basebackup) as the server's OS user."""
+        user = self._os_user()
         options = self._spawn_options()
-        if options:
-            os.chown(self.data_dir, options["user"], options["group"])
+        if user is not None:
+            grant_traverse(self.owned_dir, self.data_dir, user)
+            os.chown(self.data_dir, user.uid, user.gid)
         try:
             self._run(command, timeout_s=timeout_s, cwd=self.data_dir, **options)
         except InstanceError as exc:
@@ -196,9 +211,16 @@ class PostgresStandby(PostgresInstance):
     """``init()`` copies the primary, so the primary must run first."""
 
     def __init__(
-        self, data_dir: Path | str, port: int, *, primary: PostgresInstance, slot: str, durable: bool = True
+        self,
+        data_dir: Path | str,
+        port: int,
+        *,
+        primary: PostgresInstance,
+        slot: str,
+        durable: bool = True,
+        owned_dir: Path | str | None = None,
     ) -> None:
-        super().__init__(data_dir, port, durable=durable)
+        super().__init__(data_dir, port, durable=durable, owned_dir=owned_dir)
         if not _SLOT_NAME.fullmatch(slot):
             raise InstanceError(f"{self}: bad replication slot name {slot!r} (1-63 of a-z, 0-9, _)")
         self.primary = primary

@@ -36,7 +36,7 @@ import orjson
 from kvstore.backends.base import StoredRow
 from kvstore.config import ServerSettings, Settings
 from kvstore.errors import KvError, ReshardError, ShardError
-from kvstore.reshard.state import RECORD_NAME, Phase, RingRecord, poll_records, ring_layout
+from kvstore.reshard.state import RECORD_NAME, Phase, RingRecord, initial_record, poll_records, ring_layout
 from kvstore.ring import HashRing
 from kvstore.shard import Shard
 
@@ -56,11 +56,6 @@ def settle_s(server: ServerSettings) -> float:
     run out; a request it routed just before then finishes within the request deadline.
     """
     return server.ring_lease_s + server.ring_poll_interval_s + server.request_timeout_s + 1.0
-
-
-def initial_record(settings: Settings) -> RingRecord:
-    """The record implied by a config when the shards hold none yet (epoch 0, never published)."""
-    return RingRecord(0, Phase.STABLE, settings.shard_specs, settings.vnodes_per_weight)
 
 
 async def latest_record(shards: Mapping[str, Shard], settings: Settings) -> RingRecord:

@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from kvstore.backends.base import Node
+from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError, ShardTimeout, describe
 from kvstore.ring import HashRing, RingNode
 
@@ -114,6 +115,11 @@ class RingRecord:
             if spec["name"] == name:
                 return spec
         raise KeyError(name)
+
+
+def initial_record(settings: Settings) -> RingRecord:
+    """The record implied by a config when the shards hold none yet (epoch 0, never published)."""
+    return RingRecord(0, Phase.STABLE, settings.shard_specs, settings.vnodes_per_weight)
 
 
 def spec_ring(specs: Sequence[ShardSpec], vnodes_per_weight: int) -> HashRing:

@@ -1,5 +1,6 @@
 """The admin commands as an operator runs them: `ring`, `shards status`, `kv`, in real processes."""
 
+import asyncio
 import json
 import os
 import random
@@ -15,6 +16,8 @@ import yaml
 
 from kvstore.backends.base import SCHEMA_VERSION
 from kvstore.cluster.ports import free_port
+from tests.support import rawdb
+from tests.support.fleet import new_shards
 from tests.support.server import ServerProcess
 
 TOKEN = "admin-cli-test-token-0123456789"
@@ -219,3 +222,33 @@ def test_kv_errors_name_the_status_and_detail(kv_server: ServerProcess) -> None:
     assert bad_ttl.stderr.decode().strip().startswith("400 ttl must have at most 3 decimals")
     nobody = kvstore("kv", "get", "x", "--url", f"http://127.0.0.1:{free_port()}")
     assert nobody.returncode == 2 and "cannot reach" in nobody.stderr.decode()
+
+
+def test_shards_status_counts_a_fresh_postgres_shard_exactly(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    (shard,) = new_shards("s", "postgres", 1, tmp_path, request)
+    config = write_yaml(tmp_path / "shards.yaml", {"shards": [shard.spec()]})
+    assert kvstore("shards", "init", "--config", str(config)).returncode == 0
+    now_ms = int(time.time() * 1000)
+    rows = [(f"k{i}", b"v", now_ms - 1 if i % 2 else 2**63 - 1, 1, i if i % 2 else None) for i in range(50)]
+    asyncio.run(rawdb.insert_rows("postgres", shard.location, rows))  # never analyzed
+    result = kvstore("shards", "status", "--config", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    counts = json.loads(result.stdout)["shards"][0]["rows"]
+    assert (counts["total"], counts["live"], counts["dead"], counts["with_expiry"]) == (50, 25, 25, 25)
+    assert set(counts["methods"].values()) == {"exact"}
+    human = kvstore("shards", "status", "--config", str(config)).stdout.decode().splitlines()
+    assert human[1].split()[6:10] == ["50", "25", "25", "25"] and not any(line.startswith("?") for line in human)
+
+
+def test_ring_show_falls_back_to_the_config_when_no_shard_answers(tmp_path: Path) -> None:
+    dead = f"postgresql://kvstore@127.0.0.1:{free_port()}/kvstore"
+    shards = [{"name": "s0", "backend": "postgres", "primary": dead, "weight": 3}]
+    config = write_yaml(tmp_path / "shards.yaml", {"server": {"connect_timeout_s": 0.5}, "shards": shards})
+    started = time.monotonic()
+    shown = kvstore("ring", "show", "--config", str(config), "--json")
+    assert shown.returncode == 0 and time.monotonic() - started < 10, shown.stderr
+    stderr = shown.stderr.decode()
+    assert "warning: no shard answered (shard s0: primary: cannot connect" in stderr, stderr
+    assert "showing the config's ring" in stderr
+    document = json.loads(shown.stdout)
+    assert (document["epoch"], [(s["name"], s["vnodes"]) for s in document["shards"]]) == (0, [("s0", 768)])

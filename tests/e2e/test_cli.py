@@ -1,5 +1,6 @@
 """The `kvstore` command as an operator runs it: real processes, real files."""
 
+import asyncio
 import fcntl
 import json
 import random
@@ -17,6 +18,8 @@ import pytest
 import yaml
 
 from kvstore.cluster.ports import free_port
+from tests.support import rawdb
+from tests.support.fleet import new_shards
 from tests.support.server import ServerProcess, write_config
 
 
@@ -169,7 +172,36 @@ def test_sweep_sampling_mode_and_a_busy_shard(tmp_path: Path) -> None:
     assert deleted >= 500, result.stdout
     with (tmp_path / "b.db.sweeper-lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        busy = kvstore("sweep", "--config", str(config))
-    assert busy.returncode != 0
-    assert "shard s1: another process is sweeping it" in busy.stderr
+        started = time.monotonic()
+        busy = kvstore("sweep", "--config", str(config), "--lock-timeout", "1")
+    assert busy.returncode != 0 and 1 <= time.monotonic() - started < 10
+    assert "shard s1: another process is sweeping it (still after 1 s" in busy.stderr
     assert kvstore("sweep", "--config", str(config), "--shard", "s9").returncode != 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sweep_full_runs_beside_a_live_server_and_its_sweepers(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    shards = new_shards("s", backend, 2, tmp_path, request)
+    config = write_config(tmp_path / "shards.yaml", backend, [shard.location for shard in shards])
+    server = ServerProcess(config).start()  # its sweepers are on, with the default settings
+    try:
+        expired = int(time.time() * 1000) - 1
+        for shard in shards:
+            dead = [(f"{shard.name}-{i}", b"x", expired, 1, random.randrange(1 << 62)) for i in range(5000)]
+            asyncio.run(rawdb.insert_rows(backend, shard.location, dead))
+        result = kvstore("sweep", "--config", str(config), "--full", "--lock-timeout", "5")
+        assert result.returncode == 0, result.stderr
+        assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["s0", "s1"]
+        for shard in shards:
+            left = asyncio.run(
+                rawdb.execute(backend, shard.location, "SELECT COUNT(*) FROM store WHERE ttl <= ?", expired)
+            )
+            assert left == [(0,)], f"{shard.name}: dead rows left"
+        with httpx.Client(base_url=server.url) as client:
+            assert client.put("/v1/kv/after", content=b"v").status_code == 201  # the server served throughout
+            metrics = client.get("/metrics").text
+        assert 'kvstore_sweeper_cycles_total{shard="s0"}' in metrics, "its sweepers were running"
+    finally:
+        server.stop()

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from kvstore.backends.base import PERSISTENT_TTL
 from kvstore.cluster.ports import free_port
+from kvstore.config import load_settings
 from kvstore.reshard.state import Phase, RingRecord
 from tests.support import rawdb
 from tests.support.fleet import Shard, kvstore, new_shards, placement, ring, write_config
@@ -274,3 +276,55 @@ def test_run_resumes_a_migration_the_single_steps_left_half_way(tmp_path: Path, 
     owners = ring(new)
     assert asyncio.run(stored_rows(new)) == {key: [(owners.owner(key), stored)] for key, stored in rows.items()}
     assert asyncio.run(stored_rows(old)) == {}, "cleanup emptied the SQLite shards"
+
+
+STALE = "describes a ring the shards no longer use"
+
+
+def test_admin_commands_follow_the_ring_record_when_the_config_is_stale(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    old = new_shards("s", "sqlite", 2, tmp_path, request)
+    new = [*old, *new_shards("s", "sqlite", 1, tmp_path, request, start=2)]
+    config, target = write_config(tmp_path / "old.yaml", old), write_config(tmp_path / "new.yaml", new)
+    assert kvstore("shards", "init", "--config", str(config)).returncode == 0
+    asyncio.run(load_rows(old, 300))
+    ran = kvstore("reshard", "run", "--config", str(config), "--to", str(target))
+    assert ran.returncode == 0, ran.stderr
+    assert f"{config} still describes the old ring; update it to shards s0 (weight 1), s1 (weight 1), s2" in ran.stderr
+    assert "s2" not in config.read_text(), "without --write-config the file is left alone"
+
+    expired = int(time.time() * 1000) - 1
+    dead = [(f"dead-{n}", b"x", expired, 1, n) for n in range(50)]
+    asyncio.run(rawdb.insert_rows("sqlite", new[2].location, dead))
+
+    swept = kvstore("sweep", "--config", str(config), "--full")
+    assert swept.returncode == 0, swept.stderr
+    assert STALE in swept.stderr and "update it to shards s0 (weight 1), s1 (weight 1), s2 (weight 1)" in swept.stderr
+    assert [line.split(":")[0] for line in swept.stdout.splitlines()] == ["s0", "s1", "s2"]
+    assert "s2: scanned" in swept.stdout and "deleted 50" in swept.stdout
+    assert asyncio.run(rawdb.execute("sqlite", new[2].location, "SELECT COUNT(*) FROM store WHERE ttl <= ?", expired))[
+        0
+    ] == (0,)
+    only = kvstore("sweep", "--config", str(config), "--shard", "s2")
+    assert only.returncode == 0 and only.stdout.startswith("s2: sampled"), only.stderr
+    unknown = kvstore("sweep", "--config", str(config), "--shard", "s9")
+    assert unknown.returncode == 1 and "unknown shard 's9'; the ring in force has s0, s1, s2" in unknown.stderr
+
+    shown = kvstore("ring", "show", "--config", str(config), "--json")
+    assert shown.returncode == 0 and STALE in shown.stderr, shown.stderr
+    document = json.loads(shown.stdout)
+    assert [s["name"] for s in document["shards"]] == ["s0", "s1", "s2"] and document["phase"] == "stable"
+    assert {s["name"]: s["share"] for s in document["shards"]} == pytest.approx(ring(new).shares())
+    human = kvstore("ring", "show", "--config", str(config))
+    assert human.stdout.splitlines()[3].split()[:2] == ["s2", "sqlite"]
+
+    # Run again with --write-config: nothing moves, and the file gets the new shards, other settings kept.
+    written = kvstore("reshard", "run", "--config", str(config), "--to", str(target), "--write-config")
+    assert written.returncode == 0, written.stderr
+    assert "nothing to move" in written.stderr and "wrote shards s0 (weight 1), s1 (weight 1), s2" in written.stderr
+    rewritten, wanted = yaml.safe_load(config.read_text()), yaml.safe_load(target.read_text())
+    assert rewritten.pop("shards")[:2] == wanted.pop("shards")[:2] and rewritten == wanted
+    assert load_settings(config).shard_specs == load_settings(target).shard_specs
+    quiet = kvstore("ring", "show", "--config", str(config))
+    assert quiet.returncode == 0 and quiet.stderr == ""

@@ -7,9 +7,12 @@ temp directories, and another pytest session re-privatises them when it starts.
 """
 
 import asyncio
+import grp
 import json
+import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -138,3 +141,44 @@ def socket_listening() -> Iterator[int]:
         sock.listen()
         port: int = sock.getsockname()[1]
         yield port
+
+
+@contextmanager
+def private_directory() -> Iterator[Path]:
+    """A directory as ``mktemp -d`` makes it (0700, ours), removed afterwards with any cluster in it."""
+    directory = Path(tempfile.mkdtemp(prefix="kvstore-private-"))
+    try:
+        yield directory
+    finally:
+        for state in directory.rglob(STATE_FILE):
+            LocalCluster.load(state.parent).down()
+        shutil.rmtree(directory)
+
+
+def as_root_with_postgres() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("as another user PostgreSQL runs as that user: nothing to grant")
+    require(find_postgres_binaries)
+
+
+def test_a_private_directory_is_granted_to_the_postgres_user_and_nothing_more() -> None:
+    as_root_with_postgres()
+    with private_directory() as directory:
+        up = kvstore("cluster", "up", "--backend", "postgres", "--shards=1", "--replicas=1", f"--dir={directory}")
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = directory.stat()
+        assert stat.S_IMODE(status.st_mode) == 0o710, "search permission only, for the group alone"
+        assert (status.st_uid, grp.getgrgid(status.st_gid).gr_name) == (0, "postgres")
+        assert stat.S_IMODE(directory.parent.stat().st_mode) == 0o1777, "nothing above it changed"
+
+
+def test_a_private_directory_above_is_named_not_changed() -> None:
+    as_root_with_postgres()
+    with private_directory() as parent:
+        before = parent.stat()
+        up = kvstore("cluster", "up", "--backend", "postgres", "--shards=1", "--replicas=0", f"--dir={parent / 'c'}")
+        assert up.returncode == 1
+        assert f"{parent}: the 'postgres' OS user cannot traverse it (mode 0700" in up.stderr, up.stderr
+        assert f"chmod o+x {parent}" in up.stderr and "Traceback" not in up.stderr
+        after = parent.stat()
+        assert (after.st_mode, after.st_uid, after.st_gid) == (before.st_mode, before.st_uid, before.st_gid)

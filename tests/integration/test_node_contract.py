@@ -8,8 +8,6 @@ contract is one more test function taking ``node``.
 """
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import pytest
 from kvstore.backends import Node, PoolSettings, create_node
 from kvstore.backends.base import PERSISTENT_TTL, SCHEMA_VERSION, SOFT_DELETED_TTL, Row, StoredRow
 from kvstore.cluster.ports import free_port
-from kvstore.errors import SchemaError, ShardUnavailable
+from kvstore.errors import ShardUnavailable
 from kvstore.reshard.migration import CopyCursor
 from tests.support import rawdb
 
@@ -357,54 +355,6 @@ async def test_scan_keys_pages_through_every_row_in_key_order(node: Node) -> Non
     assert await node.scan_keys("b-persistent", 2) == ["c-deleted", "d-expiring"], "``after`` is excluded"
 
 
-# acquire_sweeper_lock
-
-
-async def test_only_one_sweeper_lock_per_shard(node: Node) -> None:
-    first = await node.acquire_sweeper_lock()
-    assert first is not None and first.held()
-    assert await node.acquire_sweeper_lock() is None
-    await first.release()
-    await first.release()  # idempotent
-    second = await node.acquire_sweeper_lock()
-    assert second is not None
-    await second.release()
-
-
-LOCK_HOLDER = """
-import asyncio, sys, time
-from kvstore.backends import PoolSettings, create_node
-
-async def main():
-    node = create_node(sys.argv[1], "t", "primary", sys.argv[2], PoolSettings(1, 2, 2.0, 10.0))
-    await node.open()
-    lock = await node.acquire_sweeper_lock()
-    print("locked" if lock else "busy", flush=True)
-    await asyncio.sleep(60)
-
-asyncio.run(main())
-"""
-
-
-async def test_a_dead_holder_releases_the_sweeper_lock(node: Node, backend: str, fresh_location: str) -> None:
-    holder = subprocess.Popen(  # noqa: ASYNC220 - a child that must outlive this coroutine's awaits
-        [sys.executable, "-c", LOCK_HOLDER, backend, fresh_location], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        assert await node.acquire_sweeper_lock() is None
-    finally:
-        holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
-    deadline = time.monotonic() + 10
-    while (lock := await node.acquire_sweeper_lock()) is None:
-        assert time.monotonic() < deadline, "the lock outlived its holder"
-        await asyncio.sleep(0.1)
-    await lock.release()
-
-
 # fetch_rows / scan_rows / import_rows / remove (resharding's)
 
 
@@ -654,38 +604,7 @@ async def test_large_and_non_ascii_state_values_round_trip(node: Node) -> None:
     assert found is not None and CopyCursor.decode(found[1]) == cursor
 
 
-# table_stats
-
-
-async def test_table_stats_counts_rows_and_rows_with_an_expiry(node: Node, backend: str, fresh_location: str) -> None:
-    now = now_ms()
-    # 40 persistent, 30 live with an expiry, 20 expired, 10 soft-deleted.
-    ttls = [PERSISTENT_TTL] * 40 + [now + 3_600_000] * 30 + [now - 1] * 20 + [SOFT_DELETED_TTL] * 10
-    rows = [(f"k{i}", b"v", ttl, 1, None if ttl == PERSISTENT_TTL else i + 1) for i, ttl in enumerate(ttls)]
-    await rawdb.insert_rows(backend, fresh_location, rows)
-    if backend == "postgres":
-        assert (await node.table_stats()).rows is None, "never analyzed: no figure rather than a full count"
-        await rawdb.execute(backend, fresh_location, "ANALYZE store")
-    elif backend == "mysql":
-        await rawdb.execute(backend, fresh_location, "ANALYZE TABLE store")
-    stats = await node.table_stats()
-    assert stats.schema_version == SCHEMA_VERSION
-    assert stats.exact == (backend == "sqlite")
-    if backend == "mysql":
-        assert stats.rows is not None and 50 <= stats.rows <= 200  # InnoDB samples pages
-        assert stats.expiring is None
-    else:
-        assert (stats.rows, stats.expiring) == (100, 60)
-
-
-async def test_table_stats_of_a_database_without_the_schema_names_it(backend: str, fresh_location: str) -> None:
-    bare = create_node(backend, "t", "primary", fresh_location, PoolSettings(1, 2, 2.0, 10.0))
-    await bare.open()
-    try:
-        with pytest.raises(SchemaError, match=r"t/primary: no kvstore schema; run `kvstore shards init`"):
-            await bare.table_stats()
-    finally:
-        await bare.close(5.0)
+# sweeper_lock: tests/integration/test_sweeper.py; table_stats: tests/integration/test_table_stats.py
 
 
 # open / close / ping / connections_in_use

@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kvstore.config import load_settings, parse_settings
+from kvstore.config import load_settings, parse_settings, write_shards
 from kvstore.errors import ConfigError
 
 BASE = Path("/etc/kvstore")
@@ -160,3 +160,21 @@ def test_shard_specs_for_the_ring_record_keep_secrets_as_references() -> None:
         {"name": "s1", "backend": "sqlite", "weight": 1, "primary": "/srv/kv/data/s1.db"},
     )
     assert "hunter2" not in repr(settings.shard_specs)
+
+
+def test_write_shards_keeps_other_settings_and_dsns_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "shards.yaml"
+    mine = {"name": "s0", "backend": "postgres", "primary": "postgresql://kv:${PGPASSWORD}@db0/kv"}
+    path.write_text(yaml.safe_dump({"server": {"port": 9000}, "auth": {"tokens": []}, "shards": [mine]}))
+    path.chmod(0o600)
+    from_record = [
+        {"name": "s0", "backend": "postgres", "primary": "postgresql://kv:${PGPASSWORD}@elsewhere/kv", "weight": 2},
+        {"name": "s1", "backend": "mysql", "primary": "mysql://kv:${MYSQL_PASSWORD}@db1/kv", "weight": 1},
+    ]
+    write_shards(path, from_record)
+    document = yaml.safe_load(path.read_text())
+    assert document["server"] == {"port": 9000} and document["auth"] == {"tokens": []}
+    assert document["shards"] == [mine | {"weight": 2}, from_record[1]]  # its own DSN for a shard it knew
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert "${PGPASSWORD}" in path.read_text()
+    assert [s.name for s in load_settings(path, {"PGPASSWORD": "p", "MYSQL_PASSWORD": "m"}).shards] == ["s0", "s1"]
