@@ -208,15 +208,15 @@ def create_app(settings: Settings) -> ASGIApp:
         exception_handlers={HTTPException: on_http_error, Exception: on_unexpected},
     )
     app.router.redirect_slashes = False
-    front = Front(
-        app,
+    # The front passes the lifespan through to Starlette; only that scope needs the quieting.
+    return Front(
+        QuietStartFailure(app, lifecycle),
         KeyRoute(store, server.max_value_bytes),
         tokens=settings.tokens,
         max_in_flight=server.max_in_flight,
         retry_after_s=server.retry_after_s,
         log_requests=server.access_log,
     )
-    return QuietStartFailure(front, lifecycle)
 
 
 class QuietStartFailure:
