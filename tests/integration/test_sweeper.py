@@ -123,7 +123,10 @@ async def test_only_one_sweeper_per_shard(node: Node, other_node: Node) -> None:
 async def lock_holder_session(backend: str, location: str) -> object:
     """Which database session holds the sweeper lock (PostgreSQL backend pid, MySQL connection id)."""
     if backend == "postgres":
-        sql = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        sql = (  # this database's only: the instance is shared with other tests' shards
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
     else:
         sql = "SELECT IS_USED_LOCK(CONCAT('kvstore.sweeper.', DATABASE()))"
     rows = await rawdb.execute(backend, location, sql)
