@@ -496,11 +496,6 @@ def _import_statement(dialect: Dialect, count: int, overwrite: bool) -> str:
     return dialect.render(IMPORT_ROWS, rows=rows, conflict=conflict.format(column=dialect.key_column))
 
 
-def _stored_slot(ttl: int) -> int | None:
-    """A sweep slot for a moved row: every row but a persistent one needs one (dead ones included)."""
-    return None if ttl == PERSISTENT_TTL else _random_slot()
-
-
 def _stored_row(row: tuple[Any, ...]) -> StoredRow:
     key, value, ttl, version, live = row
     return StoredRow(key=key, value=bytes(value), ttl=int(ttl), version=int(version), live=bool(live))

@@ -8,7 +8,7 @@ import click
 from kvstore.cli.fleet import reach_fleet
 from kvstore.cli.options import config_option, settings_or_exit
 from kvstore.config import Settings
-from kvstore.errors import KvError
+from kvstore.errors import KvError, ShardTimeout
 from kvstore.reshard.state import Phase
 from kvstore.shard import Shard
 from kvstore.sweeper import FullSweepProgress, acquire_within, full_sweep, sweep_cycle
@@ -80,7 +80,14 @@ async def _sweep_shard(shard: Shard, settings: Settings, full: bool, batch_size:
     await shard.open()
     node = shard.writer()
     lock = node.sweeper_lock()
-    if not await acquire_within(lock, lock_timeout_s):
+    # Bounded as a whole: a frozen database answers no lock attempt at all, and must not hang the command.
+    bound_s = lock_timeout_s + settings.server.connect_timeout_s + settings.server.request_timeout_s
+    try:
+        async with asyncio.timeout(bound_s):
+            acquired = await acquire_within(lock, lock_timeout_s)
+    except TimeoutError:
+        raise ShardTimeout(shard.name, f"no answer while taking the sweeper lock ({bound_s:g} s)") from None
+    if not acquired:
         raise KvError(
             f"shard {shard.name}: another process is sweeping it (still after {lock_timeout_s:g} s; another"
             " `kvstore sweep`?)"
