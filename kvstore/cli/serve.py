@@ -67,6 +67,7 @@ def serve(
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # nothing here reads the client's address: no rewrite per request
         timeout_graceful_shutdown=int(server.graceful_shutdown_s),
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
