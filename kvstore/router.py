@@ -1,7 +1,7 @@
 """Key -> shard through the ring record's topology; owns the shards' lifecycle.
 
 The router starts from the config's ring and follows the ring record kept on the shards (see
-``reshard/state.py``): ``refresh`` reads it and adopts a newer epoch, opening shards it did not
+``ring_record.py``): ``refresh`` reads it and adopts a newer epoch, opening shards it did not
 know. A router that is kept fresh (the server's, via ``watch``) holds a lease: when no shard
 has answered for ``ring_lease_s`` it refuses to route, because a migration it has not heard of
 may have moved the key. Resharding waits longer than that lease before it moves any row.
@@ -17,15 +17,16 @@ from dataclasses import dataclass
 
 from kvstore.config import Settings, ShardSettings, parse_shard_specs
 from kvstore.errors import KvError, ShardUnavailable
-from kvstore.reshard.state import Phase, RingRecord, ShardSpec, Topology, initial_record, poll_records, ring_layout
+from kvstore.ring_record import Phase, RingRecord, ShardSpec, initial_record, poll_records, ring_layout
 from kvstore.shard import Shard
+from kvstore.topology import Topology
 
 log = logging.getLogger("kvstore.router")
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """The shards one key's operation touches (see ``reshard.state.Placement``)."""
+    """The shards one key's operation touches (see ``topology.Placement``)."""
 
     owner: Shard
     fallback: Shard | None = None

@@ -7,7 +7,7 @@ nothing of HTTP and nothing of SQL.
 Conditional writes map to one conditional statement each; an unconditional PUT is the
 backend's upsert (``Node.put``).
 
-During a migration (see ``reshard/state.py``) a key whose owner changes is served by its new
+During a migration (see ``ring_record.py``) a key whose owner changes is served by its new
 owner: a write there first copies the key's row from the old owner unless the new owner has
 one (so versions continue their lineage, and a conditional write sees the key's real state);
 a read that finds no row at all on the new owner reads the old one. Both go to primaries, since
@@ -27,9 +27,9 @@ from kvstore.batching import Attempt
 from kvstore.conditions import Precondition
 from kvstore.errors import ShardError, ShardTimeout, ShardUnavailable
 from kvstore.positions import decode_read_after, encode_read_after
-from kvstore.reshard.state import write_pause_detail
 from kvstore.router import Route, Router
 from kvstore.shard import Shard
+from kvstore.topology import write_pause_detail
 
 T = TypeVar("T")
 

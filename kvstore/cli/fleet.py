@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from kvstore.config import Settings
 from kvstore.errors import KvError
 from kvstore.reshard.migration import latest_record
-from kvstore.reshard.state import RingRecord
+from kvstore.ring_record import RingRecord
 from kvstore.router import Router
 from kvstore.shard import Shard
 

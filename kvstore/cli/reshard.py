@@ -23,8 +23,8 @@ from kvstore.errors import ConfigError, KvError, ReshardError, ShardError
 from kvstore.reshard import migration
 from kvstore.reshard.migration import DEFAULT_BATCH, CopyPace, CopyProgress
 from kvstore.reshard.plan import RingDiff
-from kvstore.reshard.state import Phase, RingRecord, ring_layout
 from kvstore.reshard.verify import VerifyReport, verify
+from kvstore.ring_record import Phase, RingRecord, ring_layout
 from kvstore.router import describe_ring
 
 T = TypeVar("T")

@@ -12,7 +12,7 @@ from kvstore.cli.fleet import reach_fleet
 from kvstore.cli.options import config_option, settings_or_exit, table
 from kvstore.config import Settings
 from kvstore.reshard.plan import KeySample, RingDiff, sample_diff
-from kvstore.reshard.state import RingRecord
+from kvstore.ring_record import RingRecord
 
 
 @click.group()

@@ -9,7 +9,7 @@ from kvstore.cli.fleet import reach_fleet
 from kvstore.cli.options import config_option, settings_or_exit
 from kvstore.config import Settings
 from kvstore.errors import KvError, ShardTimeout
-from kvstore.reshard.state import Phase
+from kvstore.ring_record import Phase
 from kvstore.shard import Shard
 from kvstore.sweeper import FullSweepProgress, acquire_within, full_sweep, sweep_cycle
 

@@ -36,8 +36,8 @@ import orjson
 from kvstore.backends.base import StoredRow
 from kvstore.config import ServerSettings, Settings
 from kvstore.errors import KvError, ReshardError, ShardError
-from kvstore.reshard.state import RECORD_NAME, Phase, RingRecord, initial_record, poll_records, ring_layout
 from kvstore.ring import HashRing
+from kvstore.ring_record import RECORD_NAME, Phase, RingRecord, initial_record, poll_records, ring_layout
 from kvstore.shard import Shard
 
 DEFAULT_BATCH = 500

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kvstore.backends.base import StoredRow
-from kvstore.reshard.state import RingRecord, Topology
+from kvstore.ring_record import RingRecord
 from kvstore.shard import Shard
+from kvstore.topology import Topology
 
 EXAMPLES = 10
 

@@ -17,7 +17,7 @@ import yaml
 from kvstore.backends.base import PERSISTENT_TTL
 from kvstore.cluster.ports import free_port
 from kvstore.config import load_settings
-from kvstore.reshard.state import Phase, RingRecord
+from kvstore.ring_record import Phase, RingRecord
 from tests.support import rawdb
 from tests.support.fleet import Shard, kvstore, new_shards, placement, ring, write_config
 from tests.support.server import ServerProcess

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from kvstore.config import parse_settings
-from kvstore.reshard.state import Phase, RingRecord
+from kvstore.ring_record import Phase, RingRecord
 from kvstore.router import config_drift
 
 

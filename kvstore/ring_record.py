@@ -1,13 +1,17 @@
 """The ring record: which ring owns the keys, and where a migration between two rings stands.
 
+Every request is routed by it, so it is a low-level module beside ``ring.py``; ``reshard/`` only
+publishes new records. It is kept apart from ``topology.py``: this is the stored format and reading
+it from shards (its one bit of I/O), the topology is the pure per-key rules built from it.
+
 Every shard's primary keeps a copy of the record in ``kvstore_state`` (entry ``ring``). The
 admin CLI writes a new record, with the next epoch, to every shard of both rings; front ends
 poll the shards they know and follow the highest epoch any of them reports. So a front end
 started with an old ``shards.yaml`` still learns the current ring from the shards, and a
 migration never depends on every config file being edited in step.
 
-A migration from ring A to ring B goes through these phases (``Placement`` says what each
-means for one key; a key is "moving" when its A and B owners differ):
+A migration from ring A to ring B goes through these phases (``topology.Placement`` says
+what each means for one key; a key is "moving" when its A and B owners differ):
 
 - ``stable``: one ring.
 - ``preparing``: moving keys are read as in ``copying`` but not written (503, Retry-After). It
@@ -129,60 +133,6 @@ def spec_ring(specs: Sequence[ShardSpec], vnodes_per_weight: int) -> HashRing:
 def ring_layout(specs: Sequence[ShardSpec]) -> dict[str, int]:
     """What makes a ring: shard names and weights (DSNs may differ between front ends)."""
     return {str(spec["name"]): int(spec.get("weight", 1)) for spec in specs}
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where one key's operations go under a topology."""
-
-    owner: str  # the shard that holds the key's current row and takes its writes
-    fallback: str | None = None  # where a row not yet copied may still be: read (and copy) from here
-    writes_paused_by: Phase | None = None  # preparing / aborting: the phase that refuses writes for now
-
-
-# Why a phase pauses writes to moving keys, as the 503 detail tells a client.
-_WRITE_PAUSES = {
-    Phase.PREPARING: "the reshard prepares (front ends switch to the new ring)",
-    Phase.ABORTING: "the reshard abort moves it back to its previous shard",
-}
-
-
-def write_pause_detail(phase: Phase) -> str:
-    return f"writes to this key are paused while {_WRITE_PAUSES[phase]} (phase {phase.value})"
-
-
-@dataclass(frozen=True)
-class Topology:
-    """A ring record turned into routing decisions (pure: the router applies it)."""
-
-    epoch: int
-    phase: Phase
-    ring: HashRing
-    previous: HashRing | None = None
-    migration: str | None = None
-
-    @classmethod
-    def of(cls, record: RingRecord) -> "Topology":
-        return cls(record.epoch, record.phase, record.ring(), record.previous_ring(), record.migration)
-
-    def place(self, key: str) -> Placement:
-        owner = self.ring.owner(key)
-        if self.previous is None or self.phase in (Phase.STABLE, Phase.SWITCHED):
-            return Placement(owner)
-        source = self.previous.owner(key)
-        if source == owner:
-            return Placement(owner)
-        return Placement(owner, fallback=source, writes_paused_by=None if self.phase is Phase.COPYING else self.phase)
-
-    def may_purge(self, shard: str, key: str) -> bool:
-        """Whether a sweeper may hard-delete ``key``'s dead row on ``shard``.
-
-        Not while the key is moving onto that shard: its tombstone or expired row there is newer
-        than the copy on the old owner, which purging it would bring back.
-        """
-        if self.previous is None:
-            return True
-        return not (self.ring.owner(key) == shard and self.previous.owner(key) != shard)
 
 
 async def read_record(node: Node, timeout_s: float) -> RingRecord | None:
