@@ -29,7 +29,7 @@ from kvstore.cluster import LocalCluster
 from kvstore.cluster.binaries import find_mariadb_binaries, find_postgres_binaries
 from kvstore.cluster.layout import STATE_FILE
 from kvstore.config import load_settings
-from tests.conftest import require
+from tests.conftest import require, unavailable
 from tests.support.rawdb import execute
 
 FINDERS: dict[str, Callable[[], Any]] = {"postgres": find_postgres_binaries, "mysql": find_mariadb_binaries}
@@ -156,8 +156,8 @@ def private_directory() -> Iterator[Path]:
 
 
 def as_root_with_postgres() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("as another user PostgreSQL runs as that user: nothing to grant")
+    if os.geteuid() != 0:  # as another user, PostgreSQL runs as that user: there is nothing to grant
+        unavailable("the test needs root (CI runs as root)")
     require(find_postgres_binaries)
 
 
