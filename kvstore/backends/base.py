@@ -64,11 +64,7 @@ class Node(ABC):
     def __init__(self, shard: str, role: str) -> None:
         self.shard = shard
         self.role = role
-
-    @property
-    def label(self) -> str:
-        """``shard/role``, e.g. ``s0/primary``: how logs, metrics and errors name the node."""
-        return f"{self.shard}/{self.role}"
+        self.label = f"{shard}/{role}"  # how logs, metrics and errors name the node, e.g. ``s0/primary``
 
     def failure(self, kind: type[E], detail: str) -> E:
         """A shard error of ``kind`` that names this node's shard and role."""

@@ -35,7 +35,7 @@ from kvstore.backends.sql import (
     SqlNode,
     Statements,
     WriteTemplates,
-    sweep_slot,
+    put_params,
     values_rows,
 )
 from kvstore.errors import ShardTimeout, ShardUnavailable, describe
@@ -254,9 +254,8 @@ class MySQLNode(SqlNode):
     async def put_many(self, writes: Sequence[Put]) -> list[tuple[Row, bool]]:
         if not self._upsert_returns:
             return await super().put_many(writes)
-        params = [cell for write in writes for cell in (write.key, write.value, write.ttl_ms, sweep_slot(write.ttl_ms))]
         async with self._cursor(write=True) as cursor:
-            await cursor.execute(mariadb_upsert_many(len(writes)), params)
+            await cursor.execute(mariadb_upsert_many(len(writes)), put_params(writes))
             rows = await cursor.fetchall()
         results = {
             key.decode(): (Row.from_columns(int(ttl), int(version)), not int(replaced_live))

@@ -33,7 +33,6 @@ DIALECT = Dialect(
     greatest="GREATEST",
     placeholder="$",
     key_list="= ANY(?)",
-    array_keys=True,
     random_slot="floor(random() * 4611686018427387904)::bigint",
     integer_param="?::bigint",
     # The insert position, not the write position: with synchronous_commit=off a commit record can be

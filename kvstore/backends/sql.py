@@ -76,14 +76,18 @@ class Dialect:
         " version = excluded.version, sweep_slot = excluded.sweep_slot"
     )
     placeholder: str = "?"  # "?", "%s", or "$" for PostgreSQL's numbered $1, $2, ...
-    # ``key IN (…)`` for a list of keys; PostgreSQL binds them as one array (``= ANY(?)``), so a
-    # batch of any size is one prepared statement.
+    # ``key IN (…)`` for a list of keys; PostgreSQL binds them as one array (``= ANY(?)``, no
+    # ``{keys}`` to fill), so a batch of any size is one prepared statement.
     key_list: str = "IN ({keys})"
-    array_keys: bool = False
     # A random sweep slot computed by the engine, where it has ``UPDATE … RETURNING`` (batched
     # deletes need both); None: deletes go one statement each.
     random_slot: str | None = None
     integer_param: str = "?"  # a parameter whose type the engine cannot infer from its context
+
+    @property
+    def array_keys(self) -> bool:
+        """Whether a list of keys is bound as one array parameter rather than one placeholder each."""
+        return "{keys}" not in self.key_list
 
     def render(self, template: str, **fragments: str) -> str:
         """Fill a template's fragments and rewrite its ``?`` placeholders for this driver."""
@@ -489,10 +493,15 @@ def values_rows(count: int, row: str) -> str:
     return ", ".join([row] * count)
 
 
+def put_params(writes: Sequence[Put]) -> list[Any]:
+    """The parameters of a multi-row upsert whose rows are ``(key, value, ttl_ms, sweep slot)``."""
+    return [cell for write in writes for cell in (write.key, write.value, write.ttl_ms, sweep_slot(write.ttl_ms))]
+
+
 @functools.lru_cache(maxsize=128)
 def _import_statement(dialect: Dialect, count: int, overwrite: bool) -> str:
     conflict = dialect.replace_on_conflict if overwrite else dialect.keep_on_conflict
-    rows = ", ".join(["(?, ?, ?, ?, ?)"] * count)
+    rows = values_rows(count, "(?, ?, ?, ?, ?)")
     return dialect.render(IMPORT_ROWS, rows=rows, conflict=conflict.format(column=dialect.key_column))
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import aiosqlite
 
 from kvstore.backends.base import Put, Row, SweeperLock
-from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode, keyed_statement, sweep_slot, values_rows
+from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode, keyed_statement, put_params, values_rows
 from kvstore.errors import ShardTimeout, ShardUnavailable
 
 _NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
@@ -151,12 +151,11 @@ class SQLiteNode(SqlNode):
         """One transaction: which keys are live, then the multi-row upsert. ``BEGIN IMMEDIATE`` takes
         the write lock first, so no other writer (process) can change a key between the two."""
         keys = [write.key for write in writes]
-        params = [cell for write in writes for cell in (write.key, write.value, write.ttl_ms, sweep_slot(write.ttl_ms))]
         async with self._writing() as connection:
             await connection.execute("BEGIN IMMEDIATE")
             try:
                 live = await connection.execute_fetchall(keyed_statement(DIALECT, _LIVE_KEYS, len(keys)), keys)
-                rows = await connection.execute_fetchall(_upsert_many(len(writes)), params)
+                rows = await connection.execute_fetchall(_upsert_many(len(writes)), put_params(writes))
                 await connection.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
