@@ -1,16 +1,19 @@
 """Before vs after, in one run: two checkouts of kvstore serving the same cluster in turn.
 
-``python -m benchmarks.ab --before REV`` checks ``REV`` out into a temporary worktree and serves
-it (``PYTHONPATH`` puts that checkout's ``kvstore`` first) alternately with this working tree, legs
-in ABBA order, on one fresh durable cluster per backend (1 shard, no replica), with the raw driver
-measured in the same run. Each leg runs the 99:1 and write-only mixes at 64 connections and the
-99:1 mix at 1 connection; the figures are throughput (and its ratio to raw) and the server's CPU
-per request. Both sides get the same config, written in the older side's terms (defaults only).
+``python -m benchmarks.ab --before REV`` checks ``REV`` out into a temporary worktree and serves it
+alternately with this working tree (``PYTHONPATH`` with ``PYTHONSAFEPATH`` decides which checkout's
+``kvstore`` a server imports, and is checked), legs in ABBA order, on one fresh durable cluster per
+backend (1 shard, no replica), with the raw driver measured in the same run. Each leg runs the 99:1
+and write-only mixes at 64 connections and the 99:1 mix at 1 connection; the figures are throughput
+(and its ratio to raw) and the server's CPU per request. Both sides get the same config, written in
+the older side's terms (defaults only).
 """
 
 import asyncio
 import contextlib
+import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +44,13 @@ def checkout(revision: str) -> Iterator[Path]:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], check=False)
 
 
+def imported_from(env: dict[str, str]) -> Path:
+    """Where ``kvstore`` comes from for a process started with ``env`` (as the server will be)."""
+    code = "import kvstore; print(kvstore.__file__)"
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    return Path(done.stdout.strip()).resolve()
+
+
 def plain_config(base: Path, path: Path) -> Path:
     """The cluster's shards with default server settings: valid for both checkouts."""
     document: dict[str, Any] = yaml.safe_load(base.read_text())
@@ -63,7 +73,11 @@ def measure(backend: str, before: Path, keys: int, duration_s: float) -> dict[st
             value_file = work / "value"
             value_file.write_bytes(value)
             config = plain_config(base, work / "ab.yaml")
-            sides = {"before": {"PYTHONPATH": str(before)}, "after": {}}
+            # `python -m` puts the working directory (this checkout) first on sys.path; PYTHONSAFEPATH
+            # leaves it out, so PYTHONPATH decides which checkout's kvstore each side imports.
+            sides = {"before": {"PYTHONPATH": str(before), "PYTHONSAFEPATH": "1"}, "after": {"PYTHONSAFEPATH": "1"}}
+            for side, root in (("before", before), ("after", REPO)):
+                assert imported_from(sides[side]).is_relative_to(root), f"{side}: the wrong checkout would serve"
             runs: dict[tuple[str, str], list[Measurement]] = {}
             for side in ("before", "after", "after", "before"):
                 server = ServerProcess(config, env=sides[side]).start(timeout_s=60)
