@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
+from kvstore.backends.dsn import dsn_hosts
 from kvstore.backends.registry import ENGINES, Engine
 from kvstore.errors import ConfigError
 from kvstore.ring import DEFAULT_VNODES_PER_WEIGHT, HashRing, RingNode
@@ -389,13 +390,13 @@ def _location(raw: Any, engine: Engine, path: str, base_dir: Path) -> str:
         return str((base_dir / raw).resolve())
     try:
         parts = urlsplit(raw)
-        port = parts.port
+        hosts = dsn_hosts(raw)
     except ValueError as error:
         raise ConfigError(f"{path}: bad DSN: {error}") from None
     if parts.scheme not in engine.dsn_schemes:
         expected = " or ".join(f"{scheme}://" for scheme in engine.dsn_schemes)
         raise ConfigError(f"{path}: bad DSN: a {engine.name} DSN starts with {expected}")
-    if not parts.hostname:
+    if not all(host for host, _ in hosts):
         raise ConfigError(f"{path}: bad DSN: no host")
     if engine.dsn_needs_database and not parts.path.strip("/"):
         raise ConfigError(f"{path}: bad DSN: no database name ({engine.dsn_schemes[0]}://user:password@host:port/db)")
@@ -403,7 +404,6 @@ def _location(raw: Any, engine: Engine, path: str, base_dir: Path) -> str:
     for option, allowed in engine.dsn_options.items():
         if options.get(option, allowed[0]) not in allowed:
             raise ConfigError(f"{path}: bad DSN: {option} must be {', '.join(allowed[:-1])} or {allowed[-1]}")
-    del port  # parsed only to validate it
     return raw
 
 

@@ -86,8 +86,10 @@ STATEMENTS = Statements.build(DIALECT, replace(STANDARD_WRITES, upsert=UPSERT))
 # pg_advisory_lock key of the shard's sweeper: "kvsweep" in ASCII. Advisory locks are per database.
 _SWEEPER_LOCK_KEY = 0x6B767377656570
 # SQLSTATE classes that mean "this server cannot serve you now", not "your query is wrong":
-# 08 connection exception, 53 insufficient resources, 57P admin shutdown / cannot connect now.
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+# 08 connection exception, 53 insufficient resources, 57P admin shutdown / cannot connect now,
+# 25006 read-only transaction: a write reached a server that is (now) a standby, as after a
+# failover; the session is dropped, so the pool's next connection finds the writable host.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "25006")
 
 
 class PostgresNode(ServerNode[asyncpg.Connection]):

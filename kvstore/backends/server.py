@@ -13,21 +13,29 @@ error map — and this core does the rest, the same way for every engine::
   refused by a server going away) is terminated, never handed out again; one the server merely
   refused a statement on is kept, where the driver says the session is still in a known state;
 - a connection still in a transaction is never handed on;
+- a node whose DSN names several hosts (a database under an HA manager: Patroni, Galera) waits
+  for a host to take writes again, for at most the statement timeout (the request's deadline
+  ends the wait sooner), instead of failing at once: during a switchover or a failover no host
+  may take connections for a few seconds; a node with one host fails fast, as a down database
+  must;
 - close within a bound: the pool closes gracefully, then terminates.
 """
 
 import asyncio
+import time
 from abc import abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Generic, TypeVar
 
 from kvstore.backends.base import SweeperLock
+from kvstore.backends.dsn import dsn_hosts
 from kvstore.backends.pool import ConnectionPool
 from kvstore.backends.sql import Params, PoolSettings, SqlNode
 from kvstore.errors import ShardUnavailable, describe
 
 C = TypeVar("C")
+_FAILOVER_RETRY_S = 0.1
 
 
 class ServerNode(SqlNode, Generic[C]):
@@ -49,6 +57,7 @@ class ServerNode(SqlNode, Generic[C]):
         self._background: C | None = None
         self._background_turn = asyncio.Lock()
         self._sweeper_lock = _SessionLock(self)
+        self._waits_for_failover = len(dsn_hosts(dsn)) > 1
 
     # -- what a driver supplies ------------------------------------------------
 
@@ -141,7 +150,12 @@ class ServerNode(SqlNode, Generic[C]):
             raise self.failure(ShardUnavailable, "not open")
         try:
             if not background:
-                return await self._pool.acquire()
+                try:
+                    return await self._pool.acquire()
+                except self.driver_errors:
+                    if not self._waits_for_failover:
+                        raise
+                    return await self._acquire_after_failover(self._pool)
             await self._background_turn.acquire()
             try:
                 if self._background is None or self._is_closed(self._background):
@@ -152,6 +166,17 @@ class ServerNode(SqlNode, Generic[C]):
             return self._background
         except self.driver_errors as error:
             raise self.cannot_connect(error) from None
+
+    async def _acquire_after_failover(self, pool: ConnectionPool[C]) -> C:
+        """Try again until a host takes connections, for at most the statement timeout."""
+        give_up_at = time.monotonic() + self._settings.statement_timeout_s
+        while True:
+            await asyncio.sleep(_FAILOVER_RETRY_S)
+            try:
+                return await pool.acquire()
+            except self.driver_errors:
+                if time.monotonic() >= give_up_at:
+                    raise
 
     def _release(self, connection: C, background: bool) -> None:
         if background:

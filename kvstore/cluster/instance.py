@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -55,6 +56,8 @@ class DatabaseInstance(abc.ABC):
     _temp_prefix: ClassVar[str]
     _stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
     """Signal asking the server for a clean shutdown that does not wait for clients."""
+    _writes_pid_file: ClassVar[bool] = True
+    """False: the server writes no PID file of its own, so ``start()`` writes ``pid_path`` for it."""
 
     def __init__(self, data_dir: Path | str, port: int) -> None:
         # Resolved, because the path is matched against the server's command line
@@ -171,6 +174,8 @@ class DatabaseInstance(abc.ABC):
                 **self._spawn_options(),
             )
         self._process = process
+        if not self._writes_pid_file:
+            self.pid_path.write_text(f"{process.pid}\n")
         try:
             self._wait_until_ready(process, began + timeout_s)
             self._bootstrap()
@@ -369,6 +374,11 @@ def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
             return False
         time.sleep(_POLL_INTERVAL_S)
     return True
+
+
+def http_ok_command(url: str) -> list[str]:
+    """A readiness probe: a command that exits 0 when ``url`` answers 2xx (the running Python, no curl)."""
+    return [sys.executable, "-c", "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)", url]
 
 
 def _clean_env() -> dict[str, str]:
