@@ -38,6 +38,7 @@ from typing import Any, Generic, TypeVar
 from kvstore import metrics
 from kvstore.backends.base import Node, Put, Row
 from kvstore.errors import ShardError, ShardUnavailable
+from kvstore.positions import position_after_write
 
 T = TypeVar("T")
 E = TypeVar("E")
@@ -248,7 +249,7 @@ class WriteLane(_Lane[_Write]):
             self._vacate()
 
     async def _position(self) -> str | None:
-        return await self.node.replication_position() if self._read_after else None
+        return await position_after_write(self.node.replication_position) if self._read_after else None
 
     async def _submit(self, write: _Write) -> tuple[Any, str | None]:
         self._enqueue(write)

@@ -17,6 +17,7 @@ from kvstore.backends.base import Put, Row
 from kvstore.batching import Attempt, ReadLane, WriteLane
 from kvstore.config import ServerSettings, ShardSettings
 from kvstore.errors import ShardError
+from kvstore.positions import PRIMARY_ONLY, position_after_write
 from kvstore.replicas import ReplicaSet
 
 T = TypeVar("T")
@@ -124,7 +125,7 @@ class Shard:
         return await call(self.primary), await self._position()
 
     async def _position(self) -> str | None:
-        return None if self.replicas is None else await self.primary.replication_position()
+        return None if self.replicas is None else await position_after_write(self.primary.replication_position)
 
     async def _get(self, node: Node, key: str) -> Row | None:
         lane = self.lanes.reads.get(node.label)
@@ -139,6 +140,7 @@ class Shard:
         """
         if self.replicas is None:
             return await self._get(self.primary, key)
+        strong = strong or after_position == PRIMARY_ONLY
         chosen = None if strong else self.replicas.acquire()
         reason = "strong" if strong else "no_replica_in_rotation"
         if chosen is not None:

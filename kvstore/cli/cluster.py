@@ -48,22 +48,33 @@ def cluster() -> None:
     show_default=True,
     help="Sync to disk on commit; --no-durable is faster, and a machine crash can corrupt the data.",
 )
-def up(backend: str, shards: int, replicas: int, directory: Path, base_port: int | None, durable: bool) -> None:
+@click.option(
+    "--ha",
+    is_flag=True,
+    help="Each shard 3 members under an HA manager: Patroni (postgres, over a local etcd; 1 leader + 2 replicas,"
+    " synchronous mode) or Galera (mysql); --replicas does not apply.",
+)
+def up(
+    backend: str, shards: int, replicas: int, directory: Path, base_port: int | None, durable: bool, ha: bool
+) -> None:
     """Start a cluster in a new or empty DIR and write DIR/shards.yaml for `kvstore serve`.
 
     Replicas follow their primary by PostgreSQL streaming replication or MariaDB GTID
-    replication. On failure everything is stopped again; the logs stay in DIR.
+    replication; with --ha the HA manager decides who leads and fails over by itself.
+    On failure everything is stopped again; the logs stay in DIR.
 
     \b
     Example:
       kvstore cluster up --backend postgres --shards 2 --replicas 1 --dir ./cluster
+      kvstore cluster up --backend postgres --ha --shards 1 --dir ./ha
       kvstore serve --config ./cluster/shards.yaml
     """
     with _one_line_errors():
         local = LocalCluster.create(
-            backend, directory, shards=shards, replicas=replicas, base_port=base_port, durable=durable
+            backend, directory, shards=shards, replicas=replicas, base_port=base_port, durable=durable, ha=ha
         )
-        click.echo(f"{backend} cluster in {local.layout.root}: {shards} shard(s) x (1 primary + {replicas} replica(s))")
+        shape = "3 members under an HA manager" if ha else f"1 primary + {replicas} replica(s)"
+        click.echo(f"{backend} cluster in {local.layout.root}: {shards} shard(s) x ({shape})")
         try:
             local.up(click.echo)
         except (ClusterError, InstanceError) as error:
@@ -78,7 +89,8 @@ def status(directory: Path, as_json: bool) -> None:
     """Show each server: role, port, PID, and for replicas how far behind they are.
 
     Lag is WAL bytes and replay_lag seconds on PostgreSQL, transactions (from GTIDs)
-    and Seconds_Behind_Master on MariaDB.
+    and Seconds_Behind_Master on MariaDB. HA members show the role their HA manager gives
+    them (Patroni: leader, sync_standby, replica) and its lag figure.
 
     \b
     Example:
@@ -139,9 +151,12 @@ def _table(statuses: list[MemberStatus]) -> str:
 
 
 def _row(member: MemberStatus) -> tuple[str, ...]:
-    place = (member.member.name, member.member.role, str(member.member.port))
+    role = member.ha.role if member.ha is not None else member.member.role
+    place = (member.member.name, role, str(member.member.port))
     if member.pid is None:
         return (*place, "-", "stopped", "", "", "")
+    if member.ha is not None:
+        return (*place, str(member.pid), member.ha.state, member.ha.lag, "", "")
     lag = member.replication
     if lag is None:
         return (*place, str(member.pid), "running" if member.member.role == "primary" else "unknown", "", "", "")

@@ -18,18 +18,27 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from kvstore.cluster.ha import (
+    HaRole,
+    find_ha_binaries,
+    ha_instances,
+    ha_manager,
+    ha_roles,
+    ha_shards_document,
+    start_ha,
+)
 from kvstore.cluster.instance import DatabaseInstance, InstanceError
 from kvstore.cluster.lag import ReplicationLag
-from kvstore.cluster.layout import STATE_FILE, ClusterError, ClusterLayout, Member
+from kvstore.cluster.layout import HA_MEMBERS, STATE_FILE, ClusterError, ClusterLayout, Member
 from kvstore.cluster.mariadb import MariaDBInstance, MariaDBReplica
+from kvstore.cluster.parallel import in_parallel
 from kvstore.cluster.ports import free_port, port_is_free
 from kvstore.cluster.postgres import PostgresInstance, PostgresStandby
 from kvstore.cluster.servers import SERVERS
@@ -58,6 +67,8 @@ class MemberStatus:
     pid: int | None
     replication: ReplicationLag | None = None
     problem: str | None = None
+    ha: HaRole | None = None
+    """An HA member's role as its HA manager reports it (``--ha`` clusters)."""
 
     @property
     def running(self) -> bool:
@@ -75,6 +86,7 @@ class MemberStatus:
             "running": self.running,
             "replication": None if self.replication is None else self.replication.to_json(),
             "problem": self.problem,
+            "ha": None if self.ha is None else self.ha.to_json(),
         }
 
 
@@ -83,7 +95,7 @@ class LocalCluster:
 
     def __init__(self, layout: ClusterLayout) -> None:
         self.layout = layout
-        self.instances = _instances(layout)
+        self.instances = ha_instances(layout) if layout.ha else _instances(layout)
 
     @classmethod
     def create(
@@ -95,22 +107,29 @@ class LocalCluster:
         replicas: int = 1,
         base_port: int | None = None,
         durable: bool = True,
+        ha: bool = False,
     ) -> "LocalCluster":
         """Plan a cluster in ``root`` (a new or empty directory) and record it there; start nothing.
 
-        Ports are ``base_port``, ``base_port + 1``, ... in layout order, or free ports.
+        Ports are ``base_port``, ``base_port + 1``, ... in layout order, or free ports. ``ha``: every
+        shard is 3 members under an HA manager (``ha.py``); ``replicas`` does not apply.
         """
         root = Path(root)
         if backend in SERVERS:
             SERVERS[backend].find_binaries()
+        if ha:
+            find_ha_binaries(backend)
         if (root / STATE_FILE).exists():
             raise ClusterError(
                 f"{root}: already holds a cluster; to replace it: kvstore cluster down --dir {root} --remove"
             )
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise ClusterError(f"{root}: exists and is not an empty directory")
-        ports = _pick_ports(shards * (1 + replicas), base_port)
-        layout = ClusterLayout.plan(backend, root, shards=shards, replicas=replicas, ports=ports, durable=durable)
+        ports = _pick_ports(ClusterLayout.ports_needed(backend, shards=shards, replicas=replicas, ha=ha), base_port)
+        if ha:
+            layout = ClusterLayout.plan_ha(backend, root, shards=shards, ports=ports, durable=durable)
+        else:
+            layout = ClusterLayout.plan(backend, root, shards=shards, replicas=replicas, ports=ports, durable=durable)
         root.mkdir(parents=True, exist_ok=True)
         _write_atomically(layout.state_path, layout.to_json())
         return cls(layout)
@@ -165,11 +184,16 @@ class LocalCluster:
         began = time.monotonic()
         early = [name for name, instance in self.instances.items() if not _needs_running_primary(instance)]
         try:
-            _in_parallel(lambda name: self._init(name, progress), early)
-            _in_parallel(lambda name: self._start(name, progress, timeout_s), self.primaries)
-            _in_parallel(lambda name: self._init_and_start(name, progress, timeout_s), self.replicas)
+            if self.layout.ha:
+                start_ha(
+                    self.layout, self.instances, lambda name: self._init_and_start(name, progress, timeout_s), progress
+                )
+            else:
+                in_parallel(lambda name: self._init(name, progress), early)
+                in_parallel(lambda name: self._start(name, progress, timeout_s), self.primaries)
+                in_parallel(lambda name: self._init_and_start(name, progress, timeout_s), self.replicas)
             asyncio.run(self._create_schema(progress))
-            _in_parallel(lambda name: self._catch_up(name, progress, timeout_s), self.replicas)
+            in_parallel(lambda name: self._catch_up(name, progress, timeout_s), self.replicas)
             _write_atomically(
                 self.config_path, _CONFIG_HEADER + yaml.safe_dump(self._config_document(), sort_keys=False)
             )
@@ -179,20 +203,36 @@ class LocalCluster:
             except InstanceError as error:  # the first failure is the one to report
                 logger.warning("after a failed start, could not stop everything: %s", error)
             raise
-        shards = len(self.primaries)
+        shards = len(self.layout.shards())
+        shape = (
+            f"{HA_MEMBERS} members under {ha_manager(self.layout.backend)}"
+            if self.layout.ha
+            else f"1 primary + {len(self.replicas) // shards} replica(s)"
+        )
         progress(
-            f"up in {time.monotonic() - began:.1f}s: {shards} shard(s) x (1 primary + "
-            f"{len(self.replicas) // shards} replica(s)), {self.layout.backend}; config: {self.config_path}"
+            f"up in {time.monotonic() - began:.1f}s: {shards} shard(s) x ({shape}), {self.layout.backend};"
+            f" config: {self.config_path}"
         )
 
     def status(self) -> list[MemberStatus]:
-        """Each server's PID and, for a running replica, how far it is behind."""
+        """Each server's PID and, for a running replica, how far it is behind; HA members: their role."""
+        if self.layout.ha:
+            roles = ha_roles(self.layout, self.instances)
+            return [
+                MemberStatus(member, self.instances[member.name].pid(), ha=roles.get(member.name))
+                for member in self.layout.members
+            ]
         return [self._status(member) for member in self.layout.members]
 
     def down(self, progress: Progress = _ignore, *, remove: bool = False) -> None:
-        """Stop every server by PID, replicas first; ``remove`` then deletes the directory."""
-        for names in (self.replicas, self.primaries):
-            _in_parallel(lambda name: self._stop(name, progress), names)
+        """Stop every server by PID, replicas first (HA: members, then their store); ``remove`` deletes DIR."""
+        if self.layout.ha:
+            store = [] if self.layout.store is None else [self.layout.store.name]
+            order = [[m.name for ms in self.layout.shards().values() for m in ms], store]
+        else:
+            order = [self.replicas, self.primaries]
+        for names in order:
+            in_parallel(lambda name: self._stop(name, progress), names)
         if remove:
             shutil.rmtree(self.layout.root)
             progress(f"removed {self.layout.root}")
@@ -258,6 +298,8 @@ class LocalCluster:
             return MemberStatus(member, pid, problem=" ".join(str(error).split()))
 
     def _config_document(self) -> dict[str, Any]:
+        if self.layout.ha:
+            return {"shards": ha_shards_document(self.layout, self.instances)}
         shards = [
             {
                 "name": shard,
@@ -332,24 +374,6 @@ def _pick_ports(count: int, base_port: int | None) -> list[int]:
             f"base port {base_port}: port {busy[0]} is in use (the cluster needs {base_port}-{ports[-1]})"
         )
     return ports
-
-
-def _in_parallel(action: Callable[[str], None], names: Sequence[str]) -> None:
-    """Run ``action`` for every member name at once; once all have finished, raise the first failure.
-
-    A server's error gets the member's name in front: "s0/replica1: ..." says more
-    than a data directory and a port.
-    """
-    if not names:
-        return
-    with ThreadPoolExecutor(len(names)) as pool:
-        futures = [pool.submit(action, name) for name in names]
-    for name, future in zip(names, futures, strict=True):
-        error = future.exception()
-        if isinstance(error, InstanceError):
-            raise InstanceError(f"{name}: {error}") from error
-        if error is not None:
-            raise error
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -61,6 +61,9 @@ class PatroniTiming:
             raise ValueError(f"Patroni needs loop_wait + 2 * retry_timeout <= ttl, got {self}")
 
 
+LOCAL_TIMING = PatroniTiming()
+
+
 class PatroniMember(DatabaseInstance):
     """One member of a Patroni cluster (scope): ``data_dir`` holds patroni.yml, its log and ``pgdata/``.
 
@@ -81,7 +84,6 @@ class PatroniMember(DatabaseInstance):
         name: str,
         etcd_url: str,
         durable: bool = True,
-        timing: PatroniTiming = PatroniTiming(),
         owned_dir: Path | str | None = None,
     ) -> None:
         super().__init__(data_dir, port)
@@ -90,7 +92,7 @@ class PatroniMember(DatabaseInstance):
         self.name = name
         self.etcd_url = etcd_url
         self.durable = durable
-        self.timing = timing
+        self.timing = LOCAL_TIMING
         # The PostgreSQL server Patroni runs: for SQL through its socket, and to kill or stop its postmaster.
         self.postgres = PostgresInstance(self.data_dir / "pgdata", port, durable=durable, owned_dir=owned_dir)
 

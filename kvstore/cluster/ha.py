@@ -1,0 +1,167 @@
+"""Shards under an HA manager, for ``kvstore cluster up --ha``: Patroni for PostgreSQL, Galera for MariaDB.
+
+Each shard is 3 members whose roles the HA manager decides at run time, so the shards.yaml written
+for them names every member: the shard's ``primary`` is a multi-host DSN (PostgreSQL:
+``target_session_attrs=read-write``, so a connection lands on whichever member leads; Galera: the
+nodes in order, a front end writing to the first that answers), and each member is a replica
+entry that only a standby accepts (PostgreSQL ``target_session_attrs=standby``).
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kvstore.cluster.etcd import EtcdServer, find_etcd
+from kvstore.cluster.instance import APP_DATABASE, APP_USER, DatabaseInstance, InstanceError, wait_until
+from kvstore.cluster.layout import ClusterError, ClusterLayout, Member
+from kvstore.cluster.parallel import in_parallel
+from kvstore.cluster.patroni import PatroniMember, create_app_user, find_patroni
+
+Progress = Callable[[str], None]
+_SYNC_STANDBY_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class HaRole:
+    """What the HA manager says of a member: its role (leader, sync_standby, replica), state and lag."""
+
+    role: str
+    state: str
+    lag: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role, "state": self.state, "lag": self.lag}
+
+
+_NO_ROLE = HaRole("", "")
+
+
+_MANAGERS = {"postgres": "Patroni"}
+
+
+def ha_manager(backend: str) -> str:
+    """The HA manager that runs ``backend``'s shards."""
+    return _MANAGERS[backend]
+
+
+def find_ha_binaries(backend: str) -> None:
+    """Raise ``MissingBinaries``, naming the packages, when the HA manager of ``backend`` is not installed."""
+    if backend not in _MANAGERS:
+        raise ClusterError(f"--ha: no HA manager for {backend}; expected one of {', '.join(_MANAGERS)}")
+    find_patroni()
+    find_etcd()
+
+
+def ha_instances(layout: ClusterLayout) -> dict[str, DatabaseInstance]:
+    """The store (if any) and every member of an HA layout, by member name."""
+    instances: dict[str, DatabaseInstance] = {}
+    store = layout.store
+    etcd = None if store is None else EtcdServer(store.data_dir, store.port, peer_port=store.service_ports[0])
+    if store is not None and etcd is not None:
+        instances[store.name] = etcd
+    for shard, members in layout.shards().items():
+        for member in members:
+            if etcd is None:
+                raise InstanceError(f"{layout.root}: a PostgreSQL HA cluster needs its etcd")
+            instances[member.name] = PatroniMember(
+                member.data_dir,
+                member.port,
+                api_port=member.service_ports[0],
+                scope=shard,
+                name=_member_name(member),
+                etcd_url=etcd.url,
+                durable=layout.durable,
+                owned_dir=layout.root,
+            )
+    return instances
+
+
+def start_ha(
+    layout: ClusterLayout, instances: dict[str, DatabaseInstance], start: Callable[[str], None], progress: Progress
+) -> None:
+    """Start the store, then every shard at once: its first member bootstraps, the others join it.
+
+    ``start(name)`` initialises and starts one member (``LocalCluster``'s step, with its progress line).
+    """
+    if layout.store is not None:
+        start(layout.store.name)
+    shards = list(layout.shards())
+    in_parallel(lambda shard: _start_patroni_shard(layout, instances, shard, start, progress), shards)
+
+
+def ha_roles(layout: ClusterLayout, instances: dict[str, DatabaseInstance]) -> dict[str, HaRole]:
+    """Each running member's role as its HA manager reports it (members it cannot reach: absent)."""
+    roles: dict[str, HaRole] = {}
+    for shard, members in layout.shards().items():
+        for member in members:
+            patroni = instances[member.name]
+            if not isinstance(patroni, PatroniMember) or not patroni.is_running():
+                continue
+            try:
+                state = patroni.cluster_state()
+            except InstanceError:
+                continue
+            for seen in state.get("members", []):
+                lag = seen.get("lag")
+                roles[f"{shard}/{seen['name']}"] = HaRole(
+                    role=str(seen.get("role", "")),
+                    state=str(seen.get("state", "")),
+                    lag="" if lag is None else f"{lag} B" if isinstance(lag, int) else str(lag),
+                )
+            break
+    return roles
+
+
+def leader(layout: ClusterLayout, instances: dict[str, DatabaseInstance], shard: str) -> PatroniMember:
+    """The member that leads ``shard`` now."""
+    roles = ha_roles(layout, instances)
+    for member in layout.shards()[shard]:
+        if member.name in roles and roles[member.name].role == "leader":
+            found = instances[member.name]
+            assert isinstance(found, PatroniMember)
+            return found
+    raise InstanceError(f"{shard}: no leader (roles: {roles})")
+
+
+def ha_shards_document(layout: ClusterLayout, instances: dict[str, DatabaseInstance]) -> list[dict[str, Any]]:
+    """The shards of shards.yaml: a multi-host primary, and every member as a standby-only replica."""
+    shards = []
+    for shard, members in layout.shards().items():
+        hosts = ",".join(f"127.0.0.1:{member.port}" for member in members)
+        shards.append(
+            {
+                "name": shard,
+                "backend": layout.backend,
+                "primary": f"postgresql://{APP_USER}@{hosts}/{APP_DATABASE}?target_session_attrs=read-write",
+                "replicas": [f"{instances[member.name].dsn()}?target_session_attrs=standby" for member in members],
+                "weight": 1,
+            }
+        )
+    return shards
+
+
+def _start_patroni_shard(
+    layout: ClusterLayout,
+    instances: dict[str, DatabaseInstance],
+    shard: str,
+    start: Callable[[str], None],
+    progress: Progress,
+) -> None:
+    first, *others = layout.shards()[shard]
+    start(first.name)
+    in_parallel(start, [member.name for member in others])
+    began = time.monotonic()
+
+    def has_sync_standby() -> bool:
+        roles = ha_roles(layout, instances)
+        return any(roles.get(member.name, _NO_ROLE).role == "sync_standby" for member in layout.shards()[shard])
+
+    if not wait_until(has_sync_standby, _SYNC_STANDBY_TIMEOUT_S):
+        raise InstanceError(f"{shard}: Patroni named no synchronous standby in {_SYNC_STANDBY_TIMEOUT_S}s")
+    create_app_user(leader(layout, instances, shard))
+    progress(f"{shard}: leader and synchronous standby in place ({time.monotonic() - began:.1f}s)")
+
+
+def _member_name(member: Member) -> str:
+    return member.name.split("/", 1)[1]
