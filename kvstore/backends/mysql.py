@@ -12,6 +12,12 @@ report that it did (needed for ``If-None-Match: *``) nor continue a version line
 
 Keys are ``VARBINARY``: MySQL's text collations are case-insensitive or pad trailing spaces,
 either of which would make two different keys collide.
+
+A DSN may name several hosts: the nodes of a Galera cluster, in the order writes should prefer.
+A node connects to the host it used last and moves to the next one only when that one cannot
+be reached or is not ready (``wsrep_ready``), so a front end writes to one Galera node at a time
+and its writes never conflict in certification. On a Galera node, replica state is the node's own
+(``wsrep_local_state``), not ``SHOW SLAVE STATUS``.
 """
 
 import functools
@@ -26,6 +32,7 @@ import aiomysql
 import pymysql
 
 from kvstore.backends.base import Put, ReplicaState, Row
+from kvstore.backends.dsn import dsn_hosts
 from kvstore.backends.server import ServerNode
 from kvstore.backends.sql import (
     Dialect,
@@ -124,8 +131,13 @@ _RETURNING_SINCE = (10, 5)
 
 # Client errors (2xxx) and server errors that mean the connection or server is gone:
 # 1040 too many connections, 1053 shutdown in progress, 1927 connection killed (MariaDB),
-# 2003 can't connect, 2006 server has gone away, 2013 lost connection during query.
-_UNAVAILABLE_ERRNOS = frozenset({1040, 1053, 1927, 2003, 2006, 2013, 2055})
+# 2003 can't connect, 2006 server has gone away, 2013 lost connection during query,
+# 1047 a Galera node that is not (or no longer) part of the primary component: WSREP not ready.
+_UNAVAILABLE_ERRNOS = frozenset({1040, 1047, 1053, 1927, 2003, 2006, 2013, 2055})
+_GALERA_STATE = (
+    "SELECT @@wsrep_on, (SELECT variable_value FROM information_schema.global_status"
+    " WHERE variable_name = 'WSREP_LOCAL_STATE_COMMENT')"
+)
 _TIMEOUT_ERRNOS = frozenset({1205, 3024, 1969})  # lock wait timeout, query execution interrupted
 
 
@@ -141,16 +153,17 @@ def has_insert_returning(server_version: str) -> bool:
 
 
 def connect_arguments(dsn: str) -> dict[str, Any]:
-    """aiomysql keyword arguments for a ``mysql://user:password@host:port/database[?ssl=…]`` DSN.
+    """aiomysql keyword arguments for a ``mysql://user:password@host:port/database[?ssl=…]`` DSN (its first host).
 
     TLS, like libpq's ``sslmode``: ``ssl=verify`` (certificate and host name checked; ``ssl-ca=PATH``
     names the CA file) or ``ssl=require`` (encrypted, certificate not checked).
     """
     parts = urlsplit(dsn)
     options = dict(parse_qsl(parts.query))
+    host, port = dsn_hosts(dsn)[0]
     arguments: dict[str, Any] = {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 3306,
+        "host": host or "127.0.0.1",
+        "port": port or 3306,
         "user": unquote(parts.username or "root"),
         "password": unquote(parts.password or ""),
         "db": unquote(parts.path.lstrip("/")),
@@ -192,6 +205,8 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
         }
         # GET_LOCK names are server-wide: name the database so that two shards on one server differ.
         self.lock_params = (f"kvstore.sweeper.{self._session['db']}"[:64],)
+        self._hosts = [(host or "127.0.0.1", port or 3306) for host, port in dsn_hosts(dsn)]
+        self._host_index = 0  # the host connections go to until it fails
 
     async def open(self) -> None:
         await super().open()
@@ -248,8 +263,17 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
         return [(row[0].decode(), *row[1:]) if isinstance(row[0], bytes) else tuple(row) for row in rows]
 
     async def replica_state(self, primary_position: str) -> ReplicaState:
-        """Caught up by GTID, and Seconds_Behind_Master, which only SHOW SLAVE STATUS tells."""
+        """Caught up by GTID, and Seconds_Behind_Master, which only SHOW SLAVE STATUS tells.
+
+        A Galera node is no binlog replica: synced, it is as current as certification makes it
+        (lag 0), but it never counts as caught up to a position, so reads with a read-after token
+        go to the primary.
+        """
         async with self._cursor(write=False) as cursor:
+            await cursor.execute(_GALERA_STATE)
+            wsrep_on, state = await cursor.fetchone()
+            if wsrep_on:
+                return ReplicaState(caught_up=False, seconds_since_replay=0.0 if state == "Synced" else None)
             await cursor.execute(self.statements.replica_state, (primary_position,))
             (caught_up,) = await cursor.fetchone()
             await cursor.execute("SHOW SLAVE STATUS")
@@ -268,7 +292,31 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
     # -- the driver's primitives for the connection core (server.py) ---------------
 
     async def _connect(self) -> aiomysql.Connection:
-        return await aiomysql.connect(**self._session)
+        if len(self._hosts) == 1:
+            return await aiomysql.connect(**self._session)
+        failure: BaseException | None = None
+        for step in range(len(self._hosts)):
+            index = (self._host_index + step) % len(self._hosts)
+            host, port = self._hosts[index]
+            try:
+                connection = await aiomysql.connect(**{**self._session, "host": host, "port": port})
+            except self.driver_errors as error:
+                failure = error
+                continue
+            if await self._ready(connection):
+                self._host_index = index
+                return connection
+            connection.close()
+            failure = pymysql.err.OperationalError(1047, f"{host}:{port}: Galera node not synced")
+        assert failure is not None
+        raise failure
+
+    async def _ready(self, connection: aiomysql.Connection) -> bool:
+        """Whether a node may take requests: a Galera node only once synced with the cluster."""
+        async with connection.cursor() as cursor:
+            await cursor.execute(_GALERA_STATE)
+            wsrep_on, state = await cursor.fetchone()
+        return not wsrep_on or state == "Synced"
 
     def _is_closed(self, connection: aiomysql.Connection) -> bool:
         # A server that closed the connection (restarted, killed it, failed over) leaves its reader at

@@ -89,6 +89,16 @@ class ConnectionPool(Generic[C]):
         if not self._wake(connection):
             self._idle.append(connection)
 
+    def drop_idle(self) -> None:
+        """Terminate every idle connection: after a failover they lead to a server that is gone."""
+        idle, self._idle = self._idle, []
+        self._size -= len(idle)
+        for connection in idle:
+            self._terminate(connection)
+        for _ in idle:
+            if not self._wake(None):
+                break
+
     async def close(self, timeout_s: float) -> None:
         """Close idle connections gracefully, wait ``timeout_s`` for those in use, terminate the rest."""
         self._closed = True

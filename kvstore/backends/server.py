@@ -32,7 +32,7 @@ from kvstore.backends.base import SweeperLock
 from kvstore.backends.dsn import dsn_hosts
 from kvstore.backends.pool import ConnectionPool
 from kvstore.backends.sql import Params, PoolSettings, SqlNode
-from kvstore.errors import ShardUnavailable, describe
+from kvstore.errors import ShardTimeout, ShardUnavailable, describe
 
 C = TypeVar("C")
 _FAILOVER_RETRY_S = 0.1
@@ -141,6 +141,10 @@ class ServerNode(SqlNode, Generic[C]):
             mapped = self._map_error(error, write)
             if mapped is error:
                 raise
+            if self._waits_for_failover and self._pool is not None and not isinstance(mapped, ShardTimeout):
+                # The server is gone or no longer takes requests: so are the idle connections to it,
+                # and the next request, a retried read included, must open one to the host that does.
+                self._pool.drop_idle()
             raise mapped from None
         finally:
             self._release(connection, background)

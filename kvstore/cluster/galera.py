@@ -35,7 +35,8 @@ def find_galera() -> Path:
     missing = [str(path) for path in (PROVIDER, _SST_SCRIPT) if not path.is_file()]
     if missing:
         raise MissingBinaries(
-            f"Galera not found ({', '.join(missing)}). Install it, e.g. `apt-get install galera-4 mariadb-server rsync`."
+            f"Galera not found ({', '.join(missing)})."
+            " Install it, e.g. `apt-get install galera-4 mariadb-server rsync`."
         )
     return PROVIDER
 
@@ -72,7 +73,9 @@ class GaleraNode(MariaDBInstance):
         try:
             account = pwd.getpwnam(_OS_USER)
         except KeyError:
-            raise InstanceError(f"{self}: no {_OS_USER!r} OS user to run Galera as (it comes with mariadb-server)") from None
+            raise InstanceError(
+                f"{self}: no {_OS_USER!r} OS user to run Galera as (it comes with mariadb-server)"
+            ) from None
         return OsUser(_OS_USER, account.pw_uid, account.pw_gid)
 
     def _as_user(self) -> list[str]:
@@ -117,7 +120,9 @@ class GaleraNode(MariaDBInstance):
     def _bootstrap(self) -> None:
         """The first node creates the kvstore user (Galera replicates it); a joiner waits until it is synced."""
         if not wait_until(lambda: self.state() == "Synced", _SYNCED_TIMEOUT_S):
-            raise InstanceError(f"{self}: not synced with the cluster after {_SYNCED_TIMEOUT_S}s (state: {self.state()})")
+            raise InstanceError(
+                f"{self}: not synced with the cluster after {_SYNCED_TIMEOUT_S}s (state: {self.state()})"
+            )
         if self.bootstrapping:
             super()._bootstrap()
 

@@ -1,10 +1,13 @@
 """Shard failover under an HA manager, under a steady write + read load through a real ``kvstore serve``.
 
-One HA cluster per engine for the module (``kvstore cluster up --ha``, 1 shard of 3 members): a
-planned switchover first, then the leader's machine dying (``kill -9`` of Patroni and its
-PostgreSQL at once). Every read carries its write's read-after token, so no answer may be older
-than the write; afterwards every acknowledged write reads back from the new leader. The figures
-(outage, errors, reads served meanwhile) are printed (``pytest -rP``) and stated in README.
+One HA cluster per engine for the module (``kvstore cluster up --ha``, 1 shard of 3 members:
+Patroni over etcd for PostgreSQL, Galera for MariaDB), used in order: the leader's machine dying
+first (``kill -9`` of the server, and of Patroni with it), then, on the 2 members left, a planned
+switchover (Patroni: ``patronictl switchover``; Galera: the writer node shut down cleanly, which
+the last node survives as a cluster of one). Every read carries its write's
+read-after token, so no answer may be older than the write; afterwards every acknowledged write
+reads back. The figures (outage, errors, reads served meanwhile) are printed (``pytest -rP``)
+and stated in README.
 """
 
 import asyncio
@@ -21,44 +24,65 @@ import pytest
 import yaml
 
 from kvstore.cluster import LocalCluster
-from kvstore.cluster.ha import find_ha_binaries, leader
+from kvstore.cluster.ha import find_ha_binaries, ha_roles, leader
+from kvstore.cluster.instance import DatabaseInstance
 from kvstore.cluster.patroni import LOCAL_TIMING, PatroniMember, switchover
 from kvstore.cluster.servers import SERVERS
 from tests.conftest import require
 from tests.support.server import ServerProcess
-from tests.support.timeline import assert_all_acknowledged_readable, run_timeline
+from tests.support.timeline import Timeline, assert_all_acknowledged_readable, run_timeline
 
 REQUEST_TIMEOUT_S = 5.0
 # Patroni's lock expires ttl after the leader's last renewal; a replica then takes it at its next
-# loop and is promoted: the bound the tests hold a failover to (target: 15 s).
+# loop and is promoted. Galera evicts a dead node after its suspect timeout. The bound both are
+# held to (the issue's target: 15 s).
 FAILOVER_BOUND_S = LOCAL_TIMING.ttl + 2 * LOCAL_TIMING.loop_wait + 4.0
 
 
 @dataclass
 class HaShard:
+    backend: str
     cluster: LocalCluster
     server: ServerProcess
 
-    def leader(self) -> PatroniMember:
+    def leader(self) -> DatabaseInstance:
         return leader(self.cluster.layout, self.cluster.instances, "s0")
 
     def reads_by(self, target: str) -> float:
         text = httpx.get(f"{self.server.url}/metrics").text
-        pattern = rf'kvstore_reads_total{{shard="s0",target="{target}"}} ([0-9.e+]+)'
-        found = re.search(pattern, text)
+        found = re.search(rf'kvstore_reads_total{{shard="s0",target="{target}"}} ([0-9.e+]+)', text)
         return float(found.group(1)) if found else 0.0
 
+    def sync_standby(self, timeout_s: float = 15) -> str:
+        """The member Patroni names synchronous standby (after a failover it names one within a loop or two)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            roles = ha_roles(self.cluster.layout, self.cluster.instances)
+            found = [name for name, role in roles.items() if role.role == "sync_standby"]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, f"no synchronous standby: {roles}"
+            time.sleep(0.1)
 
-@pytest.fixture(scope="module")
-def patroni() -> Iterator[HaShard]:
-    require(SERVERS["postgres"].find_binaries)
-    require(lambda: find_ha_binaries("postgres"))
+    async def planned_switchover(self, old: DatabaseInstance) -> None:
+        if isinstance(old, PatroniMember):
+            candidate = await asyncio.to_thread(self.sync_standby)
+            await asyncio.to_thread(switchover, old, old.name, candidate.split("/")[1])
+        else:
+            await asyncio.to_thread(old.stop)  # a clean shutdown: Galera hands its writes on at once
+
+
+@pytest.fixture(scope="module", params=["postgres", "mysql"])
+def ha_shard(request: pytest.FixtureRequest) -> Iterator[HaShard]:
+    backend = str(request.param)
+    require(SERVERS[backend].find_binaries)
+    require(lambda: find_ha_binaries(backend))
     parent = Path(tempfile.mkdtemp(prefix="kvstore-ha-test-"))
-    parent.chmod(0o711)  # PostgreSQL runs as its own OS user and must reach the data dirs
-    cluster = LocalCluster.create("postgres", parent / "cluster", shards=1, durable=False, ha=True)
+    parent.chmod(0o711)  # the servers run as their own OS users and must reach the data dirs
+    cluster = LocalCluster.create(backend, parent / "cluster", shards=1, durable=False, ha=True)
     server = None
     try:
-        cluster.up(timeout_s=60)
+        cluster.up(timeout_s=90)
         document = yaml.safe_load(cluster.config_path.read_text())
         # One shard: its primary is the only place the front end confirms the ring record from, so the
         # lease must outlast a failover, or every request would be refused once it ran out.
@@ -70,7 +94,7 @@ def patroni() -> Iterator[HaShard]:
         config = parent / "serve.yaml"
         config.write_text(yaml.safe_dump(document))
         server = ServerProcess(config).start()
-        yield HaShard(cluster, server)
+        yield HaShard(backend, cluster, server)
     finally:
         if server is not None:
             server.stop()
@@ -88,38 +112,45 @@ def wait_for_replicas_in_rotation(shard: HaShard, count: int, timeout_s: float =
         time.sleep(0.1)
 
 
-async def test_planned_switchover_costs_no_more_than_the_deadline(patroni: HaShard) -> None:
-    wait_for_replicas_in_rotation(patroni, 2)
-    old = patroni.leader()
-    roles = patroni.cluster.status()
-    candidate = next(s.member.name for s in roles if s.ha is not None and s.ha.role == "sync_standby")
-
-    async def planned() -> None:
-        await asyncio.to_thread(switchover, old, old.name, candidate.split("/")[1])
-
-    timeline = await run_timeline(patroni.server.url, 8.0, planned, 1.5, timeout_s=REQUEST_TIMEOUT_S)
-    print(f"switchover {old.name} -> {candidate}: {timeline.summary()}")
-    assert patroni.leader().name == candidate.split("/")[1]
-    assert timeline.write_outage_s() <= REQUEST_TIMEOUT_S
-    # Writes cut off in flight may have been applied; nothing else fails.
-    assert all("may have been applied" in answer.detail for answer in timeline.errors()), [a.detail for a in timeline.errors()]
-    await assert_all_acknowledged_readable(patroni.server.url, timeline)
+def only_cut_off_writes_failed(timeline: Timeline) -> None:
+    """A write cut off in flight may have been applied (503 saying so); nothing else fails."""
+    assert all("may have been applied" in answer.detail for answer in timeline.errors()), [
+        answer.detail for answer in timeline.errors()
+    ]
 
 
-async def test_leader_killed_fails_over_within_the_bound_losing_nothing(patroni: HaShard) -> None:
-    wait_for_replicas_in_rotation(patroni, 1)
-    dying = patroni.leader()
-    replica_reads_before = patroni.reads_by("replica")
+async def test_leader_killed_fails_over_within_the_bound_losing_nothing(ha_shard: HaShard) -> None:
+    wait_for_replicas_in_rotation(ha_shard, 1)
+    dying = ha_shard.leader()
+    replica_reads_before = ha_shard.reads_by("replica")
 
     async def machine_dies() -> None:
         await asyncio.to_thread(dying.kill)
 
-    timeline = await run_timeline(patroni.server.url, 16.0, machine_dies, 1.5, timeout_s=REQUEST_TIMEOUT_S)
+    timeline = await run_timeline(ha_shard.server.url, machine_dies, fault_at_s=1.0, timeout_s=REQUEST_TIMEOUT_S)
     start, end = timeline.write_outage()
     served = timeline.reads_ok_between(start, end)
-    print(f"leader {dying.name} killed: {timeline.summary()}; {served} reads answered while writes were down")
+    print(
+        f"{ha_shard.backend} leader {dying.data_dir.name} killed: {timeline.summary()};"
+        f" {served} reads answered while writes were down"
+    )
     assert end - start <= FAILOVER_BOUND_S
-    assert patroni.leader().name != dying.name
-    assert served > 0, "reads kept being served by the replicas"
-    assert patroni.reads_by("replica") > replica_reads_before
-    await assert_all_acknowledged_readable(patroni.server.url, timeline)
+    assert ha_shard.leader().data_dir != dying.data_dir
+    assert served > 0, "reads kept being served meanwhile"
+    assert ha_shard.reads_by("replica") > replica_reads_before
+    only_cut_off_writes_failed(timeline)
+    await assert_all_acknowledged_readable(ha_shard.server.url, timeline)
+
+
+async def test_planned_switchover_costs_no_more_than_the_deadline(ha_shard: HaShard) -> None:
+    wait_for_replicas_in_rotation(ha_shard, 1)
+    old = ha_shard.leader()
+
+    timeline = await run_timeline(
+        ha_shard.server.url, lambda: ha_shard.planned_switchover(old), fault_at_s=1.0, timeout_s=REQUEST_TIMEOUT_S
+    )
+    print(f"{ha_shard.backend} switchover from {old.data_dir.name}: {timeline.summary()}")
+    assert ha_shard.leader().data_dir != old.data_dir
+    assert timeline.write_outage_s() <= REQUEST_TIMEOUT_S
+    only_cut_off_writes_failed(timeline)
+    await assert_all_acknowledged_readable(ha_shard.server.url, timeline)

@@ -1,11 +1,13 @@
 """A steady write + read load against a front end, every answer kept on a timeline, for failover tests.
 
 Writers PUT fresh keys (value = key) and keep each write's read-after token; readers GET keys
-already acknowledged, with that token, so an answer older than the write (a 404) is a violation
-whatever node served it. Times are ``time.monotonic()``.
+already acknowledged, every other read with that token, so such an answer older than the write
+(a 404) is a violation whatever node served it; a plain read may be served by a replica that has
+not replayed the write yet (404), never a wrong value. Times are ``time.monotonic()``.
 """
 
 import asyncio
+import itertools
 import random
 import time
 import uuid
@@ -43,7 +45,7 @@ class Timeline:
         finished = sorted(answer.finished for answer in self.ok("put") if answer.finished >= self.fault_at)
         assert finished, "no write succeeded after the fault"
         moments = [self.fault_at, *finished]
-        return max(zip(moments, moments[1:], strict=False), key=lambda spell: spell[1] - spell[0])
+        return max(itertools.pairwise(moments), key=lambda spell: spell[1] - spell[0])
 
     def write_outage_s(self) -> float:
         start, end = self.write_outage()
@@ -61,12 +63,26 @@ class Timeline:
         )
 
 
+def _writes_flowing(timeline: Timeline, since: float, now: float, max_gap_s: float) -> bool:
+    """Whether writes were acknowledged all through ``[since, now]``, never ``max_gap_s`` apart."""
+    moments = [since, *sorted(a.finished for a in timeline.ok("put") if a.finished >= since), now]
+    return all(later - earlier <= max_gap_s for earlier, later in itertools.pairwise(moments))
+
+
 async def run_timeline(
-    url: str, seconds: float, fault: Callable[[], Awaitable[None]], fault_at_s: float, *, timeout_s: float
+    url: str,
+    fault: Callable[[], Awaitable[None]],
+    *,
+    fault_at_s: float,
+    timeout_s: float,
+    settle_s: float = 1.5,
+    max_seconds: float = 30.0,
 ) -> Timeline:
+    """Load, inject ``fault`` after ``fault_at_s``, and stop once the fault is over and writes have been
+    acknowledged without a break for ``settle_s`` (or after ``max_seconds``)."""
     timeline = Timeline()
     prefix = uuid.uuid4().hex[:8]
-    stop_at = time.monotonic() + seconds
+    stop_at = time.monotonic() + max_seconds
     counter = iter(range(10**9))
 
     async def call(op: str, key: str, request: Awaitable[httpx.Response]) -> httpx.Response | None:
@@ -88,22 +104,34 @@ async def run_timeline(
                 timeline.acknowledged[key] = response.headers["kv-read-after"]
 
     async def reader(client: httpx.AsyncClient, rng: random.Random) -> None:
+        with_token = False
         while time.monotonic() < stop_at:
             if not timeline.acknowledged:
                 await asyncio.sleep(0.01)
                 continue
             key = rng.choice(list(timeline.acknowledged))
-            response = await call("get", key, client.get(f"/v1/kv/{key}", params={"after": timeline.acknowledged[key]}))
-            if response is not None and response.status_code < 500:
+            with_token = not with_token
+            params = {"after": timeline.acknowledged[key]} if with_token else {}
+            response = await call("get", key, client.get(f"/v1/kv/{key}", params=params))
+            stale_allowed = not with_token and response is not None and response.status_code == 404
+            if response is not None and response.status_code < 500 and not stale_allowed:
                 assert response.status_code == 200 and response.content == key.encode(), (key, response.status_code)
             await asyncio.sleep(0.005)
 
     async def inject() -> None:
+        nonlocal stop_at
         await asyncio.sleep(fault_at_s)
         timeline.fault_at = time.monotonic()
         await fault()
+        while (now := time.monotonic()) < stop_at:
+            if now - timeline.fault_at >= settle_s and _writes_flowing(timeline, now - settle_s, now, 0.5):
+                stop_at = now
+                return
+            await asyncio.sleep(0.1)
 
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s + 10, limits=httpx.Limits(max_connections=32)) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=timeout_s + 10, limits=httpx.Limits(max_connections=32)
+    ) as client:
         rng = random.Random(1)
         await asyncio.gather(*(writer(client) for _ in range(4)), *(reader(client, rng) for _ in range(4)), inject())
     return timeline
