@@ -159,7 +159,8 @@ def _row(member: MemberStatus) -> tuple[str, ...]:
         return (*place, str(member.pid), member.ha.state, member.ha.lag, "", "")
     lag = member.replication
     if lag is None:
-        return (*place, str(member.pid), "running" if member.member.role == "primary" else "unknown", "", "", "")
+        state = "running" if member.member.role in ("primary", "store") else "unknown"
+        return (*place, str(member.pid), state, "", "", "")
     return (
         *place,
         str(member.pid),

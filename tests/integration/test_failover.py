@@ -11,8 +11,11 @@ and stated in README.
 """
 
 import asyncio
+import json
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -98,8 +101,37 @@ def ha_shard(request: pytest.FixtureRequest) -> Iterator[HaShard]:
     finally:
         if server is not None:
             server.stop()
-        cluster.down(remove=True)
+        cluster.down()
+        left = [
+            name
+            for name, instance in cluster.instances.items()
+            if instance.pid() is not None or (isinstance(instance, PatroniMember) and instance.postgres.pid())
+        ]
         shutil.rmtree(parent, ignore_errors=True)
+        assert not left, f"kvstore cluster down left these running: {left}"
+
+
+def test_cluster_status_shows_the_roles_the_ha_manager_gives(ha_shard: HaShard) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kvstore", "cluster", "status", "--dir", str(ha_shard.cluster.layout.root), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    roles = sorted(i["ha"]["role"] for i in json.loads(result.stdout)["instances"] if i["shard"] == "s0")
+    expected = (
+        ["leader", "replica", "sync_standby"] if ha_shard.backend == "postgres" else ["synced", "synced", "writer"]
+    )
+    assert roles == expected, result.stdout
+    table = subprocess.run(
+        [sys.executable, "-m", "kvstore", "cluster", "status", "--dir", str(ha_shard.cluster.layout.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert all(role in table for role in expected), table
 
 
 def wait_for_replicas_in_rotation(shard: HaShard, count: int, timeout_s: float = 20) -> None:
