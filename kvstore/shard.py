@@ -7,9 +7,10 @@ that node's lanes (``batching.py``), which coalesce concurrent requests into one
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kvstore import metrics
 from kvstore.backends import Node, PoolSettings, create_node
@@ -117,6 +118,35 @@ class Shard:
         attempt.sent = True
         return await self.primary.soft_delete(key, None), await self._position()
 
+    async def put_many(self, writes: Sequence[Put], attempts: Sequence[Attempt]) -> list[Any]:
+        """Unconditional PUTs of a client's batch (keys distinct): per write ``((row, created),
+        position)``, or the exception that write failed with."""
+        if self.lanes.writes is not None:
+            return await self.lanes.writes.put_many(writes, attempts)
+        for attempt in attempts:
+            attempt.sent = True
+        try:
+            rows = await self.primary.put_many(sorted(writes, key=lambda write: write.key))
+            position = await self._position()
+        except Exception as error:  # one answer for every write: the statement was all or nothing
+            return [error] * len(writes)
+        by_key = {write.key: row for write, row in zip(sorted(writes, key=lambda write: write.key), rows, strict=True)}
+        return [(by_key[write.key], position) for write in writes]
+
+    async def delete_many(self, keys: Sequence[str], attempts: Sequence[Attempt]) -> list[Any]:
+        """Unconditional soft deletes of a client's batch (keys distinct): per key ``(was live,
+        position)``, or the exception it failed with."""
+        if self.lanes.writes is not None:
+            return await self.lanes.writes.delete_many(keys, attempts)
+        for attempt in attempts:
+            attempt.sent = True
+        try:
+            deleted = await self.primary.delete_many(sorted(keys))
+            position = await self._position()
+        except Exception as error:
+            return [error] * len(keys)
+        return [(key in deleted, position) for key in keys]
+
     async def write(self, key: str, attempt: Attempt, call: Callable[[Node], Awaitable[T]]) -> tuple[T, str | None]:
         """Any other write to ``key`` on the primary, in the key's turn: ``(result, position)``."""
         if self.lanes.writes is not None:
@@ -127,19 +157,33 @@ class Shard:
     async def _position(self) -> str | None:
         return None if self.replicas is None else await position_after_write(self.primary.replication_position)
 
-    async def _get(self, node: Node, key: str) -> Row | None:
+    async def read_many(self, keys: Sequence[str], *, strong: bool, after_position: str | None) -> dict[str, Row]:
+        """The live rows of ``keys``, routed as ``read`` routes one key: one statement per node."""
+        return await self.read_with(
+            functools.partial(self._get_many, keys=keys), strong=strong, after_position=after_position
+        )
+
+    async def _get_many(self, node: Node, *, keys: Sequence[str]) -> dict[str, Row]:
+        lane = self.lanes.reads.get(node.label)
+        return await node.get_many(keys) if lane is None else await lane.get_many(keys)
+
+    async def _get(self, node: Node, *, key: str) -> Row | None:
         lane = self.lanes.reads.get(node.label)
         return await node.get(key) if lane is None else await lane.get(key)
 
     async def read(self, key: str, *, strong: bool, after_position: str | None) -> Row | None:
-        """GET routing: a replica in rotation when it can answer correctly, else the primary.
+        """GET routing (see ``read_with``); through the node's read lane where batching is on."""
+        return await self.read_with(functools.partial(self._get, key=key), strong=strong, after_position=after_position)
+
+    async def read_with(self, call: Callable[[Node], Awaitable[T]], *, strong: bool, after_position: str | None) -> T:
+        """Run a read on a replica in rotation when it can answer correctly, else on the primary.
 
         With ``after_position`` the replica must have replayed that far (one extra round trip to
         it); a replica that fails mid-request is taken out of rotation and the read goes to the
         primary: one retry on another node, never a client error for the replica's sake.
         """
         if self.replicas is None:
-            return await self._get(self.primary, key)
+            return await call(self.primary)
         strong = strong or after_position == PRIMARY_ONLY
         chosen = None if strong else self.replicas.acquire()
         reason = "strong" if strong else "no_replica_in_rotation"
@@ -149,9 +193,9 @@ class Shard:
                 if after_position is not None and not await replica.has_replayed(after_position):
                     reason = "replica_behind_read_after"
                 else:
-                    row = await self._get(replica, key)
+                    result = await call(replica)
                     metrics.count_read(self.name, "replica")
-                    return row
+                    return result
             except ShardError as error:
                 self.replicas.take_out(replica, error.detail)
                 reason = "replica_failed"
@@ -159,7 +203,7 @@ class Shard:
                 self.replicas.release(chosen)
         metrics.READ_FALLBACKS.labels(self.name, reason).inc()
         metrics.count_read(self.name, "primary")
-        return await self._get(self.primary, key)
+        return await call(self.primary)
 
     async def open(self) -> None:
         """Open the primary (once; again only after ``close``). Replicas are opened by their probe,

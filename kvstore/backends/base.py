@@ -19,6 +19,9 @@ E = TypeVar("E", bound=ShardError)
 SCHEMA_VERSION = 2  # 2: the kvstore_state table (ring record, copier cursors)
 PERSISTENT_TTL = 2**63 - 1  # max BIGINT: "never expires", so `ttl > now` selects every live row
 SOFT_DELETED_TTL = -1
+# A counter's value: a signed 64-bit decimal integer, as Redis INCR takes it (no sign on zero, no
+# leading zeros, no spaces). The engines' increments check it with this pattern.
+INTEGER_PATTERN = "0|-{0,1}[1-9][0-9]{0,18}"  # no "?": statements use it as their placeholder
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,18 @@ class StoredRow:
 
     key: str
     value: bytes
+    ttl: int
+    version: int
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ListedRow:
+    """A row as a listing meets it, live or dead, without its value: ``size`` is the value's length
+    in bytes, so a page can be cut to a byte budget before any value is read."""
+
+    key: str
+    size: int
     ttl: int
     version: int
     live: bool
@@ -125,6 +140,13 @@ class Node(ABC):
         the keys that were live and are now deleted. Keys distinct and sorted, as for ``put_many``."""
 
     @abstractmethod
+    async def incr(self, key: str, by: int) -> Row | None:
+        """Add ``by`` to the key's value, a decimal integer, in one statement: the row it leaves,
+        with the new value. Without a live row the key starts at 0 and has no expiry; a live row
+        keeps its expiry. None, changing nothing, when the live value is not an integer
+        (``INTEGER_PATTERN``) or the sum would leave the signed 64-bit range."""
+
+    @abstractmethod
     async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:
         """Overwrite a live row (of version ``if_version`` when given); None if there was none."""
 
@@ -159,6 +181,15 @@ class Node(ABC):
     @abstractmethod
     async def fetch_rows(self, keys: Sequence[str]) -> list[StoredRow]:
         """The rows of those ``keys`` that exist, live or dead (a tombstone is an answer too)."""
+
+    @abstractmethod
+    async def list_range(self, start: str, stop: str | None, *, descending: bool, limit: int) -> list[ListedRow]:
+        """Up to ``limit`` rows, live or dead, with ``start <= key < stop`` (no upper bound when
+        ``stop`` is None), in byte order of the keys' UTF-8 (from the top when ``descending``).
+
+        One index range scan that reads at most ``limit`` rows, dead ones included, so its cost
+        never depends on how many dead rows the range holds (the caller filters them).
+        """
 
     @abstractmethod
     async def scan_rows(self, after: str, limit: int) -> list[StoredRow]:

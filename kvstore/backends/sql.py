@@ -25,6 +25,7 @@ from typing import Any
 from kvstore.backends.base import (
     PERSISTENT_TTL,
     SCHEMA_VERSION,
+    ListedRow,
     Node,
     Put,
     ReplicaState,
@@ -81,6 +82,9 @@ class Dialect:
     # deletes need both); None: deletes go one statement each.
     random_slot: str | None = None
     integer_param: str = "?"  # a parameter whose type the engine cannot infer from its context
+    # The stored value ``s.value`` plus the ``?`` increment, as the new value's bytes, or NULL when
+    # it is not an integer (``INTEGER_PATTERN``) or the sum leaves the signed 64-bit range.
+    incremented: str = "NULL"
 
     @property
     def array_keys(self) -> bool:
@@ -121,10 +125,26 @@ DELETE_MANY = (
     "UPDATE store SET ttl = -1, version = {next_version}, sweep_slot = COALESCE(sweep_slot, {random_slot})"
     " WHERE {key} {keys} AND ttl > {now_ms} RETURNING {key}"
 )
+# A counter in one statement: a fresh row when there is no live one, else the sum; a live value
+# that is no integer matches no row of the conflict branch (RETURNING nothing). SET expressions
+# read the row as it was, so ``s.ttl`` is the old expiry throughout.
+INCR = (
+    "INSERT INTO store AS s ({key}, value, ttl, version, sweep_slot) VALUES (?, ?, {persistent}, {now_us}, NULL)"
+    " ON CONFLICT ({key}) DO UPDATE SET value = CASE WHEN s.ttl > {now_ms} THEN {incremented} ELSE excluded.value END,"
+    " ttl = CASE WHEN s.ttl > {now_ms} THEN s.ttl ELSE excluded.ttl END,"
+    " version = {greatest}(s.version + 1, excluded.version),"
+    " sweep_slot = CASE WHEN s.ttl > {now_ms} THEN s.sweep_slot END"
+    " WHERE s.ttl <= {now_ms} OR {incremented} IS NOT NULL"
+    " RETURNING value, ttl, version"
+)
 PROBE_COLUMNS = "SELECT {key}, value, ttl, version, sweep_slot FROM store WHERE 1 = 0"
 SAMPLE = "SELECT {key}, ttl <= {now_ms} FROM store WHERE sweep_slot >= ? ORDER BY sweep_slot LIMIT ?"
 PURGE = "DELETE FROM store WHERE {key} {keys} AND ttl <= {now_ms}"
 SCAN_KEYS = "SELECT {key} FROM store WHERE {key} > ? ORDER BY {key} LIMIT ?"
+LIST_RANGE = (
+    "SELECT {key}, LENGTH(value), ttl, version, ttl > {now_ms} FROM store"
+    " WHERE {key} >= ?{stop} ORDER BY {key}{direction} LIMIT ?"
+)
 READ_SCHEMA_VERSION = "SELECT value FROM kvstore_meta WHERE name = 'schema_version'"
 UPGRADE_SCHEMA_VERSION = "UPDATE kvstore_meta SET value = ? WHERE name = 'schema_version' AND value = ?"
 FETCH_ROWS = "SELECT {key}, value, ttl, version, ttl > {now_ms} FROM store WHERE {key} {keys}"
@@ -183,6 +203,7 @@ class Statements:
     touch_if_version: str
     soft_delete: str
     soft_delete_if_version: str
+    incr: str
     probe_columns: str
     read_schema_version: str
     replication_position: str
@@ -191,6 +212,7 @@ class Statements:
     sample: str
     scan_keys: str
     scan_rows: str
+    list_range: dict[tuple[bool, bool], str]  # by (bounded above, descending)
     read_state: str
     create_state: str
     update_state: str
@@ -216,6 +238,7 @@ class Statements:
             touch_if_version=touch_if_version,
             soft_delete=soft_delete,
             soft_delete_if_version=soft_delete_if_version,
+            incr=dialect.render(INCR, incremented=dialect.incremented, persistent=str(PERSISTENT_TTL)),
             probe_columns=dialect.render(PROBE_COLUMNS),
             read_schema_version=READ_SCHEMA_VERSION,
             replication_position=dialect.replication_position,
@@ -224,6 +247,15 @@ class Statements:
             sample=dialect.render(SAMPLE),
             scan_keys=dialect.render(SCAN_KEYS),
             scan_rows=dialect.render(SCAN_ROWS),
+            list_range={
+                (bounded, descending): dialect.render(
+                    LIST_RANGE,
+                    stop=f" AND {dialect.key_column} < ?" if bounded else "",
+                    direction=" DESC" if descending else "",
+                )
+                for bounded in (False, True)
+                for descending in (False, True)
+            },
             read_state=dialect.render(READ_STATE),
             create_state=dialect.render(CREATE_STATE, conflict=dialect.keep_on_conflict.format(column="name")),
             update_state=dialect.render(UPDATE_STATE),
@@ -301,6 +333,10 @@ class SqlNode(Node):
                 return row, True
         raise self.failure(ShardTimeout, "the key changed under every attempt to write it; try again")
 
+    async def incr(self, key: str, by: int) -> Row | None:
+        row = await self._write_returning(self.statements.incr, (key, str(by).encode(), by, by))
+        return None if row is None else Row.from_columns(int(row[1]), int(row[2]), bytes(row[0]))
+
     async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:
         slot = sweep_slot(ttl_ms)
         if if_version is None:
@@ -344,6 +380,12 @@ class SqlNode(Node):
         statement = keyed_statement(self.dialect, FETCH_ROWS, len(keys))
         rows = await self._fetch_all(statement, key_params(self.dialect, keys))
         return [_stored_row(row) for row in rows]
+
+    async def list_range(self, start: str, stop: str | None, *, descending: bool, limit: int) -> list[ListedRow]:
+        statement = self.statements.list_range[(stop is not None, descending)]
+        params = (start, limit) if stop is None else (start, stop, limit)
+        rows = await self._fetch_all(statement, params)
+        return [ListedRow(key, size, ttl, version, bool(live)) for key, size, ttl, version, live in rows]
 
     async def scan_rows(self, after: str, limit: int) -> list[StoredRow]:
         rows = await self._fetch_all(self.statements.scan_rows, (after, limit), background=True)
