@@ -4,6 +4,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kvstore.backends.dsn import dsn_hosts
 from kvstore.config import load_settings, parse_settings, write_shards
 from kvstore.errors import ConfigError
 
@@ -61,6 +62,8 @@ def test_precedence_defaults_file_environment_flags() -> None:
         ({"shards": [shard(backend="mysql", primary="mysql://u:p@host:3306")]}, "no database name"),
         ({"shards": [shard(backend="postgres", primary="postgresql://h:notaport/db")]}, "bad DSN"),
         ({"shards": [shard(backend="mysql", primary="mysql://u:p@h/db?ssl=maybe")]}, "ssl must be"),
+        ({"shards": [shard(backend="postgres", primary="postgresql://u@h1:5432,h2:99999/db")]}, "bad DSN: port"),
+        ({"shards": [shard(backend="postgres", primary="postgresql://u@h1:5432,:5433/db")]}, "bad DSN: no host"),
         ({"shards": [shard(), shard(name="s1", replicas=["x.db"])]}, r"shards\[1\]\.replicas: sqlite"),
         ({"shards": [shard(weight=0)]}, r"shards\[0\]\.weight: must be at least 1"),
         ({"shards": [shard(primary=":memory:")]}, "plain file path"),
@@ -78,6 +81,23 @@ def test_precedence_defaults_file_environment_flags() -> None:
 def test_bad_config_names_the_field(document: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse(document)
+
+
+def test_a_shard_under_an_ha_manager_names_every_member() -> None:
+    primary = "postgresql://kv@db1:5432,db2:5432,db3/kv?target_session_attrs=read-write"
+    galera = "mysql://kv:pw@n1:3306,n2:3307,n3/kv"
+    settings = parse(
+        {
+            "shards": [
+                shard(backend="postgres", primary=primary, replicas=["postgresql://kv@db2/kv"]),
+                shard(name="s1", backend="mysql", primary=galera),
+            ]
+        }
+    )
+    assert [s.primary for s in settings.shards] == [primary, galera]
+    assert dsn_hosts(primary) == [("db1", 5432), ("db2", 5432), ("db3", None)]
+    assert dsn_hosts(galera) == [("n1", 3306), ("n2", 3307), ("n3", None)]
+    assert dsn_hosts("postgresql://[::1]:5432/kv") == [("::1", 5432)]
 
 
 def test_bad_environment_override_names_the_field() -> None:
