@@ -13,11 +13,10 @@ error map — and this core does the rest, the same way for every engine::
   refused by a server going away) is terminated, never handed out again; one the server merely
   refused a statement on is kept, where the driver says the session is still in a known state;
 - a connection still in a transaction is never handed on;
-- a node whose DSN names several hosts (a database under an HA manager: Patroni, Galera) waits
-  for a host to take writes again, for at most the statement timeout (the request's deadline
-  ends the wait sooner), instead of failing at once: during a switchover or a failover no host
-  may take connections for a few seconds; a node with one host fails fast, as a down database
-  must;
+- a primary whose DSN names several hosts (a database under an HA manager: Patroni, Galera) waits
+  for a host to take writes again, until a connect timeout before the statement timeout (the
+  request's deadline), instead of failing at once: during a switchover or a failover no host may
+  take connections for a few seconds; a node with one host fails fast, as a down database must;
 - close within a bound: the pool closes gracefully, then terminates.
 """
 
@@ -57,7 +56,8 @@ class ServerNode(SqlNode, Generic[C]):
         self._background: C | None = None
         self._background_turn = asyncio.Lock()
         self._sweeper_lock = _SessionLock(self)
-        self._waits_for_failover = len(dsn_hosts(dsn)) > 1
+        # A replica entry naming several hosts ("any standby") fails fast instead: its reads go to the primary.
+        self._waits_for_failover = role == "primary" and len(dsn_hosts(dsn)) > 1
 
     # -- what a driver supplies ------------------------------------------------
 
@@ -172,15 +172,24 @@ class ServerNode(SqlNode, Generic[C]):
             raise self.cannot_connect(error) from None
 
     async def _acquire_after_failover(self, pool: ConnectionPool[C]) -> C:
-        """Try again until a host takes connections, for at most the statement timeout."""
-        give_up_at = time.monotonic() + self._settings.statement_timeout_s
+        """Try again until a host takes connections.
+
+        The wait ends a connect timeout before the statement timeout (the request's deadline), so the
+        request fails with "cannot connect", which says truly that nothing was sent, rather than
+        running out of time, after which a write's outcome would read as unknown.
+        """
+        wait_s = max(self._settings.statement_timeout_s - self._settings.connect_timeout_s, 0.0)
+        give_up_at = time.monotonic() + wait_s
         while True:
             await asyncio.sleep(_FAILOVER_RETRY_S)
             try:
                 return await pool.acquire()
-            except self.driver_errors:
+            except self.driver_errors as error:
                 if time.monotonic() >= give_up_at:
-                    raise
+                    raise self.failure(
+                        ShardUnavailable,
+                        f"cannot connect: no host took connections for {wait_s:g} s ({describe(error)})",
+                    ) from None
 
     def _release(self, connection: C, background: bool) -> None:
         if background:
