@@ -294,9 +294,9 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
     async def replica_state(self, primary_position: str) -> ReplicaState:
         """Caught up by GTID, and Seconds_Behind_Master, which only SHOW SLAVE STATUS tells.
 
-        A Galera node is no binlog replica: synced, it is as current as certification makes it
-        (lag 0), but it never counts as caught up to a position, so reads with a read-after token
-        go to the primary.
+        A Galera node is no binlog replica: synced, it is as current as certification makes it, so
+        its lag is 0; not synced (joining, donor), it is out of rotation. Whether it may serve a
+        read-after token stays ``has_replayed``'s to say.
         """
         async with self._cursor(write=False) as cursor:
             await cursor.execute(_GALERA_STATE)

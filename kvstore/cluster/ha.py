@@ -118,8 +118,11 @@ def ha_roles(layout: ClusterLayout, instances: dict[str, DatabaseInstance]) -> d
     Galera has no leader: the *writer* is the first synced node in the shard's order, the one
     front ends send writes to; the others are *synced* (or joining, donor, …).
     """
-    if layout.backend == "mysql":
-        return _galera_roles(layout, instances)
+    return _galera_roles(layout, instances) if layout.backend == "mysql" else _patroni_roles(layout, instances)
+
+
+def _patroni_roles(layout: ClusterLayout, instances: dict[str, DatabaseInstance]) -> dict[str, HaRole]:
+    """What Patroni's ``GET /cluster`` says, asked of the first member of each shard that answers."""
     roles: dict[str, HaRole] = {}
     for shard, members in layout.shards().items():
         for member in members:
