@@ -102,7 +102,15 @@ _UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "25006")
 class PostgresNode(ServerNode[asyncpg.Connection]):
     dialect = DIALECT
     statements = STATEMENTS
-    driver_errors = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+    # TargetServerAttributeNotMatched: no host of a multi-host DSN is what target_session_attrs asks
+    # for (no leader during a switchover, no standby left): as good as "cannot connect".
+    driver_errors = (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.TargetServerAttributeNotMatched,
+        TimeoutError,
+    )
     sweeper_lock_statements = ("SELECT pg_try_advisory_lock($1)", "SELECT pg_advisory_unlock($1)")
     lock_params = (_SWEEPER_LOCK_KEY,)
 
