@@ -2,10 +2,12 @@
 
 ``python -m benchmarks.multikey --backend postgres`` (a few minutes):
 
-- **Listing page latency by table size**: pages of ``limit`` keys from random positions, with
-  100k rows per shard, then again after growing the tables to 1M rows per shard. A page is one
-  index range scan of at most ``limit`` rows per shard, so its latency should not grow with
-  the table: the figure is the ratio of the two medians (1.0 = flat).
+- **Listing page latency by table size**: two clusters of 2 shards, one with 100k rows per shard,
+  one with 1M, each vacuumed and analyzed after the load and served by its own ``kvstore serve``;
+  pages of ``limit`` keys from random positions are asked of both in alternation (ABBA), so the
+  machine's noise falls on both alike. A page is one index range scan of at most ``limit`` rows
+  per shard, so its latency should not grow with the table: the figure is the ratio of the two
+  medians (1.0 = flat).
 - **A batch of 100 vs 100 single requests**, GETs and PUTs, on the same keys: one POST
   /v1/batch, against the same 100 keys sent one after another on one connection, and all at
   once on 100 connections. Rounds alternate between the three (ABC, CBA) so drift falls on all.
@@ -14,11 +16,13 @@
 
 import asyncio
 import base64
+import contextlib
 import random
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ import httpx
 from benchmarks import deployment
 from benchmarks.cpu import tree_cpu_s
 from benchmarks.load import progress
+from tests.support.rawdb import execute
 
 SMALL, LARGE = 100_000, 1_000_000  # rows per shard
 SHARDS = 2
@@ -40,18 +45,17 @@ def key_of(index: int) -> str:
     return f"chat/{index:08d}"
 
 
-async def page_latencies(client: httpx.AsyncClient, url: str, rows: int, limit: int, values: bool) -> list[float]:
-    rng = random.Random(rows)
-    latencies = []
-    for _ in range(PAGES):
-        params = {"prefix": "chat/", "start_after": key_of(rng.randrange(rows)), "limit": str(limit)}
-        if values:
-            params["values"] = "true"
-        started = time.perf_counter()
-        response = await client.get(f"{url}/v1/kv", params=params)
-        latencies.append(time.perf_counter() - started)
-        assert response.status_code == 200, response.text
-    return latencies
+async def page_latency(
+    client: httpx.AsyncClient, url: str, rows: int, limit: int, values: bool, rng: random.Random
+) -> float:
+    params = {"prefix": "chat/", "start_after": key_of(rng.randrange(rows)), "limit": str(limit)}
+    if values:
+        params["values"] = "true"
+    started = time.perf_counter()
+    response = await client.get(f"{url}/v1/kv", params=params)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200 and len(response.json()["items"]) == limit, response.text
+    return elapsed
 
 
 def summary(latencies: list[float]) -> dict[str, float]:
@@ -62,15 +66,25 @@ def summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
-async def listing_at(url: str, rows_per_shard: int) -> dict[str, Any]:
+async def listing(urls: dict[int, str]) -> dict[str, Any]:
+    """Page latencies on every cluster (by rows per shard), asked in ABBA order."""
+    rng = random.Random(1)
+    figures: dict[str, Any] = {}
     async with httpx.AsyncClient(timeout=30) as client:
-        await page_latencies(client, url, rows_per_shard * SHARDS, 100, False)  # warm the caches
-        return {
-            f"limit {limit}{', values' if values else ''}": summary(
-                await page_latencies(client, url, rows_per_shard * SHARDS, limit, values)
-            )
-            for limit, values in ((100, False), (1000, False), (100, True))
-        }
+        for limit, values in ((100, False), (1000, False), (100, True)):
+            page = f"limit {limit}{', values' if values else ''}"
+            latencies: dict[int, list[float]] = {rows: [] for rows in urls}
+            for round_ in range(PAGES + PAGES // 5):  # the first fifth warms the caches
+                order = list(urls) if round_ % 2 == 0 else list(reversed(urls))
+                for rows in order:
+                    latency = await page_latency(client, urls[rows], rows * SHARDS, limit, values, rng)
+                    if round_ >= PAGES // 5:
+                        latencies[rows].append(latency)
+            figures[page] = {f"{rows:,} rows/shard": summary(found) for rows, found in latencies.items()}
+            small, large = (statistics.median(found) for found in latencies.values())
+            figures[page]["x_large_vs_small_p50"] = round(large / small, 2)
+            progress(f"  {page}: {figures[page]}")
+    return figures
 
 
 async def batch_vs_singles(url: str, pid: int, total_keys: int) -> dict[str, Any]:
@@ -130,45 +144,46 @@ async def batch_vs_singles(url: str, pid: int, total_keys: int) -> dict[str, Any
     return figures
 
 
+@contextmanager
+def loaded_cluster(backend: str, directory: Path, rows_per_shard: int) -> Iterator[Path]:
+    """A 2-shard cluster with ``rows_per_shard`` rows per shard, vacuumed and analyzed: its shards.yaml."""
+    with deployment.cluster(backend, directory, SHARDS, 0, True) as base:
+        settings = deployment.settings_of(base)
+        progress(f"loading {rows_per_shard * SHARDS:,} rows")
+        rows = deployment.persistent_rows(map(key_of, range(rows_per_shard * SHARDS)), b"m" * 100)
+        asyncio.run(deployment.load(settings, rows))
+        if backend == "postgres":  # a fresh bulk load leaves hint bits and the visibility map to set
+            for shard in settings.shards:
+                asyncio.run(execute(backend, shard.primary, "VACUUM ANALYZE store"))
+        yield base
+
+
 def run(backend: str) -> dict[str, Any]:
     figures: dict[str, Any] = {"backend": backend, "shards": SHARDS}
     with tempfile.TemporaryDirectory(prefix=f"kvmulti-{backend}-") as scratch:
         work = Path(scratch)
-        work.chmod(0o755)  # PostgreSQL runs as its own OS user and must reach the cluster below
-        with deployment.cluster(backend, work / "cluster", SHARDS, 0, True) as base:
-            settings = deployment.settings_of(base)
-            value = b"m" * 100
-            progress(f"loading {SMALL * SHARDS:,} rows")
-            asyncio.run(
-                deployment.load(settings, deployment.persistent_rows(map(key_of, range(SMALL * SHARDS)), value))
-            )
-            config = deployment.variant(base, work / "serve.yaml", workers=1, sweeper=False, replicas=False)
-            with deployment.serving(config) as server:
+        work.chmod(0o755)  # PostgreSQL runs as its own OS user and must reach the clusters below
+        with contextlib.ExitStack() as stack:
+            urls, pids = {}, {}
+            for rows in (SMALL, LARGE):
+                base = stack.enter_context(loaded_cluster(backend, work / f"cluster-{rows}", rows))
+                config = deployment.variant(base, work / f"serve-{rows}.yaml", workers=1, sweeper=False, replicas=False)
+                server = stack.enter_context(deployment.serving(config))
                 assert server.process is not None
-                figures["listing"] = {f"{SMALL:,} rows/shard": asyncio.run(listing_at(server.url, SMALL))}
-                figures["batch"] = asyncio.run(batch_vs_singles(server.url, server.process.pid, SMALL * SHARDS))
-            progress(f"growing to {LARGE * SHARDS:,} rows")
-            more = map(key_of, range(SMALL * SHARDS, LARGE * SHARDS))
-            asyncio.run(deployment.load(settings, deployment.persistent_rows(more, value)))
-            with deployment.serving(config) as server:
-                figures["listing"][f"{LARGE:,} rows/shard"] = asyncio.run(listing_at(server.url, LARGE))
-    small, large = figures["listing"].values()
-    figures["listing"]["x_large_vs_small_p50"] = {
-        name: round(large[name]["p50_ms"] / small[name]["p50_ms"], 2) for name in small
-    }
+                urls[rows], pids[rows] = server.url, server.process.pid
+            figures["listing"] = asyncio.run(listing(urls))
+            figures["batch"] = asyncio.run(batch_vs_singles(urls[SMALL], pids[SMALL], SMALL * SHARDS))
     return figures
 
 
 def table(figures: dict[str, Any]) -> str:
     listing = figures["listing"]
-    sizes = [name for name in listing if name != "x_large_vs_small_p50"]
-    lines = [
-        "| listing page | " + " | ".join(f"{size}: p50 / p99 ms" for size in sizes) + " | p50 ratio |",
-        "|---|---|---|---|",
-    ]
-    for page in listing[sizes[0]]:
-        cells = [f"{listing[size][page]['p50_ms']} / {listing[size][page]['p99_ms']}" for size in sizes]
-        lines.append(f"| {page} | " + " | ".join(cells) + f" | {listing['x_large_vs_small_p50'][page]}x |")
+    sizes = [name for name in next(iter(listing.values())) if name != "x_large_vs_small_p50"]
+    lines = ["| listing page | " + " | ".join(f"{size}: p50 / p99 ms" for size in sizes) + " | p50 ratio |"]
+    lines.append("|---|" + "---|" * (len(sizes) + 1))
+    for page, by_size in listing.items():
+        cells = [f"{by_size[size]['p50_ms']} / {by_size[size]['p99_ms']}" for size in sizes]
+        lines.append(f"| {page} | " + " | ".join(cells) + f" | {by_size['x_large_vs_small_p50']}x |")
     lines += [
         "",
         "| 100 keys as | GET ms (x batch) | GET server CPU µs/key | PUT ms (x batch) | PUT server CPU µs/key |",
