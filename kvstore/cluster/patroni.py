@@ -92,7 +92,6 @@ class PatroniMember(DatabaseInstance):
         self.name = name
         self.etcd_url = etcd_url
         self.durable = durable
-        self.timing = LOCAL_TIMING
         # The PostgreSQL server Patroni runs: for SQL through its socket, and to kill or stop its postmaster.
         self.postgres = PostgresInstance(self.data_dir / "pgdata", port, durable=durable, owned_dir=owned_dir)
 
@@ -140,9 +139,9 @@ class PatroniMember(DatabaseInstance):
             "etcd3": {"host": self.etcd_url.removeprefix("http://")},
             "bootstrap": {
                 "dcs": {
-                    "ttl": self.timing.ttl,
-                    "loop_wait": self.timing.loop_wait,
-                    "retry_timeout": self.timing.retry_timeout,
+                    "ttl": LOCAL_TIMING.ttl,
+                    "loop_wait": LOCAL_TIMING.loop_wait,
+                    "retry_timeout": LOCAL_TIMING.retry_timeout,
                     "maximum_lag_on_failover": 16 * 1024 * 1024,
                     "synchronous_mode": True,
                     "postgresql": {
