@@ -144,14 +144,17 @@ def wait_for_replicas_in_rotation(shard: HaShard, count: int, timeout_s: float =
         time.sleep(0.1)
 
 
-def only_cut_off_writes_failed(timeline: Timeline) -> None:
-    """A write cut off in flight may have been applied (503 saying so), one that found no leader before
-    its deadline was not sent (503 "cannot connect"); reads never fail, nor anything else."""
+def only_expected_errors(timeline: Timeline) -> None:
+    """Writes fail only as cut off in flight (503 "may have been applied") or finding no leader before
+    their deadline (503 "cannot connect", nothing sent); a read fails only with a 503, when it needed
+    the leader (its replica had not replayed its token yet), and rarely; nothing answers 500."""
     expected = ("may have been applied", "no host took connections")
     errors = timeline.errors()
-    assert all(answer.op == "put" and any(e in answer.detail for e in expected) for answer in errors), [
-        (answer.op, answer.detail) for answer in errors
-    ]
+    writes = [a for a in errors if a.op == "put"]
+    reads = [a for a in errors if a.op == "get"]
+    assert all(any(e in a.detail for e in expected) for a in writes), [a.detail for a in writes]
+    assert all(a.status == 503 for a in reads), [(a.status, a.detail) for a in reads]
+    assert len(reads) <= max(2, len(timeline.ok("get")) // 100), [a.detail for a in reads]
 
 
 async def test_leader_killed_fails_over_within_the_bound_losing_nothing(ha_shard: HaShard) -> None:
@@ -173,7 +176,7 @@ async def test_leader_killed_fails_over_within_the_bound_losing_nothing(ha_shard
     assert ha_shard.leader().data_dir != dying.data_dir
     assert served > 0, "reads kept being served meanwhile"
     assert ha_shard.reads_by("replica") > replica_reads_before
-    only_cut_off_writes_failed(timeline)
+    only_expected_errors(timeline)
     await assert_all_acknowledged_readable(ha_shard.server.url, timeline)
 
 
@@ -187,5 +190,5 @@ async def test_planned_switchover_costs_no_more_than_the_deadline(ha_shard: HaSh
     print(f"{ha_shard.backend} switchover from {old.data_dir.name}: {timeline.summary()}")
     assert ha_shard.leader().data_dir != old.data_dir
     assert timeline.write_outage_s() <= REQUEST_TIMEOUT_S
-    only_cut_off_writes_failed(timeline)
+    only_expected_errors(timeline)
     await assert_all_acknowledged_readable(ha_shard.server.url, timeline)
