@@ -4,9 +4,9 @@ One HA cluster per engine for the module (``kvstore cluster up --ha``, 1 shard o
 Patroni over etcd for PostgreSQL, Galera for MariaDB), used in order: the leader's machine dying
 first (``kill -9`` of the server, and of Patroni with it), then, on the 2 members left, a planned
 switchover (Patroni: ``patronictl switchover``; Galera: the writer node shut down cleanly, which
-the last node survives as a cluster of one). Every read carries its write's
-read-after token, so no answer may be older than the write; afterwards every acknowledged write
-reads back. The figures (outage, errors, reads served meanwhile) are printed (``pytest -rP``)
+the last node survives as a cluster of one). Every other read carries its write's read-after
+token, so no such answer may be older than the write; afterwards every acknowledged write reads
+back. The figures (outage, errors, reads served meanwhile) are printed (``pytest -rP``)
 and stated in README.
 """
 
