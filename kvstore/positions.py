@@ -1,7 +1,9 @@
 """Read-your-writes tokens: a shard's replication position after a write, opaque to clients.
 
 A token names its shard, so that a token from one shard is never taken as a position of
-another (such a read simply goes to the primary).
+another (such a read simply goes to the primary). A client that writes to several shards (the
+Python client's session) sends its tokens together, comma-separated, one per shard: it cannot
+know which shard owns the key it reads, and the server picks the token naming that shard.
 """
 
 import base64
@@ -10,6 +12,7 @@ import binascii
 from kvstore.errors import InvalidRequest
 
 _MAX_TOKEN_CHARS = 512
+_MAX_TOKENS = 64  # one per shard a client wrote to
 
 
 def encode_read_after(shard: str, position: str) -> str:
@@ -28,3 +31,17 @@ def decode_read_after(token: str) -> tuple[str, str]:
     if not separator or not shard or not position:
         raise InvalidRequest("read-after token is not one kvstore issued")
     return shard, position
+
+
+def position_for(shard: str, tokens: str) -> str | None:
+    """The position the first of ``tokens`` (comma-separated) naming ``shard`` carries; None when
+    none names it. Every token must be one we issued (400 otherwise)."""
+    parts = tokens.split(",")
+    if len(parts) > _MAX_TOKENS:
+        raise InvalidRequest(f"more than {_MAX_TOKENS} read-after tokens")
+    found = None
+    for part in parts:
+        token_shard, position = decode_read_after(part.strip())
+        if found is None and token_shard == shard:
+            found = position
+    return found

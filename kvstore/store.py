@@ -25,8 +25,8 @@ from kvstore import metrics
 from kvstore.backends.base import Node, Put, Row
 from kvstore.batching import Attempt
 from kvstore.conditions import Precondition
-from kvstore.errors import ShardError, ShardTimeout, ShardUnavailable
-from kvstore.positions import decode_read_after, encode_read_after
+from kvstore.errors import ShardError, ShardTimeout, ShardUnavailable, WriteOutcomeUnknown
+from kvstore.positions import encode_read_after, position_for
 from kvstore.router import Route, Router
 from kvstore.shard import Shard
 from kvstore.topology import write_pause_detail
@@ -56,8 +56,8 @@ class KeyValueStore:
             return await self._run(shard, "get", None, lambda: _read_moving(route, key))
         position = None
         if read_after is not None:
-            token_shard, position = decode_read_after(read_after)
-            strong = strong or token_shard != shard.name
+            position = position_for(shard.name, read_after)
+            strong = strong or position is None
 
         async def read() -> Row | None:
             try:
@@ -137,8 +137,10 @@ class KeyValueStore:
         except TimeoutError:
             metrics.SHARD_ERRORS.labels(shard.name, "timeout").inc()
             detail = f"no answer within {self.request_timeout_s:g} s"
+            if attempt is not None and attempt.sent:
+                raise WriteOutcomeUnknown(shard.name, detail + "; the write may have been applied") from None
             if attempt is not None:
-                detail += "; the write may have been applied" if attempt.sent else "; the write was not applied"
+                detail += "; the write was not applied"
             raise ShardTimeout(shard.name, detail) from None
         except ShardError as error:
             metrics.SHARD_ERRORS.labels(shard.name, type(error).__name__).inc()

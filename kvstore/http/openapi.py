@@ -126,7 +126,10 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                             {
                                 "name": "after",
                                 "in": "query",
-                                "description": "A write's Kv-Read-After token: never answer older than that write",
+                                "description": (
+                                    "A write's Kv-Read-After token, or several (one per shard) comma-separated: "
+                                    "never answer older than the write of the token naming the key's shard"
+                                ),
                                 "schema": {"type": "string"},
                             },
                         ],
@@ -248,6 +251,11 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                         "status": {"type": "integer"},
                         "detail": {"type": "string"},
                         "shard": {"type": "string"},
+                        "write_outcome": {
+                            "type": "string",
+                            "enum": ["unknown"],
+                            "description": "On a 503 to a write that was sent: it may have been applied",
+                        },
                     },
                 },
             },

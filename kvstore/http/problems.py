@@ -5,7 +5,15 @@ from collections.abc import Mapping
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from kvstore.errors import InvalidRequest, KvError, PreconditionFailed, SchemaError, ShardError, ValueTooLarge
+from kvstore.errors import (
+    InvalidRequest,
+    KvError,
+    PreconditionFailed,
+    SchemaError,
+    ShardError,
+    ValueTooLarge,
+    WriteOutcomeUnknown,
+)
 from kvstore.http import reply
 from kvstore.http.reply import Reply
 
@@ -58,6 +66,9 @@ def routing_error(error: HTTPException) -> Response:
 def error_reply(error: KvError, retry_after_s: int) -> Reply:
     status = status_for(error)
     headers = [(b"retry-after", str(retry_after_s).encode())] if status == 503 else []
+    if isinstance(error, WriteOutcomeUnknown):
+        # Machine-readable, so that a client never repeats a write that may have been applied.
+        return reply.problem(status, str(error), headers, shard=error.shard, write_outcome="unknown")
     if isinstance(error, ShardError):
         return reply.problem(status, str(error), headers, shard=error.shard)
     return reply.problem(status, str(error), headers)

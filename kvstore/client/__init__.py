@@ -1,0 +1,50 @@
+"""The Python client of kvstore's HTTP API, blocking (``Client``) and asyncio (``AsyncClient``).
+
+::
+
+    Client / AsyncClient      sync.py / aio.py: an httpx pool, sleeping or awaiting
+            │ drive
+    Operations                operations.py: every operation once, as a generator of steps
+            │ (requests out, responses in; retries, session tokens, compare-and-set)
+    protocol · errors · results · retries · session     pure: the API in the client's terms
+
+    with Client("http://127.0.0.1:8080", token=...) as kv:
+        kv.put("greeting", "hello", ttl=30)
+        kv.get("greeting").value      # b"hello"
+"""
+
+from kvstore.client.aio import AsyncClient
+from kvstore.client.errors import (
+    BadRequest,
+    ClientError,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+    ValueTooLarge,
+    WriteOutcomeUnknown,
+)
+from kvstore.client.results import Entry, Written
+from kvstore.client.retries import NO_RETRIES, RetryPolicy
+from kvstore.client.sync import Client
+
+__all__ = [
+    "NO_RETRIES",
+    "AsyncClient",
+    "BadRequest",
+    "Client",
+    "ClientError",
+    "Entry",
+    "Forbidden",
+    "NotFound",
+    "PreconditionFailed",
+    "RetryPolicy",
+    "ServerError",
+    "Unauthorized",
+    "Unavailable",
+    "ValueTooLarge",
+    "WriteOutcomeUnknown",
+    "Written",
+]

@@ -1,0 +1,158 @@
+"""The HTTP API in the client's terms, without I/O: paths, headers and query values out; typed
+results and errors (``errors.py``) in."""
+
+import contextlib
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from kvstore.client.errors import (
+    BadRequest,
+    ClientError,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+    ValueTooLarge,
+    WriteOutcomeUnknown,
+)
+from kvstore.client.results import Entry, Written, format_etag
+
+KEY_PREFIX = "/v1/kv/"
+READ_AFTER = "Kv-Read-After"
+_ERRORS_BY_STATUS: dict[int, type[ClientError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    412: PreconditionFailed,
+    413: ValueTooLarge,
+}
+_UNAVAILABLE = frozenset({502, 503, 504})
+# Raised before a byte of the request left this process: never applied, so always safe to retry.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+Version = int | str
+
+
+def key_path(key: str) -> str:
+    """``/v1/kv/`` + the key percent-encoded, ``/`` kept.
+
+    Dots are encoded too: an HTTP client removes ``.`` and ``..`` path segments, which would
+    silently address another key.
+    """
+    if not key:
+        raise ValueError("a key is 1 to 255 characters")
+    return KEY_PREFIX + quote(key, safe="/").replace(".", "%2E")
+
+
+def if_match(version: Version) -> str:
+    """``If-Match`` for a version (an int, an ETag as the server sent it, or ``*``: any live value)."""
+    if isinstance(version, int):
+        return format_etag(version)
+    return version if version == "*" or version.startswith('"') else f'"{version}"'
+
+
+def ttl_param(ttl_s: float) -> str:
+    """Seconds as the server takes them: decimal, at most 3 decimals (it refuses more)."""
+    if ttl_s <= 0:
+        raise ValueError(f"ttl must be positive, not {ttl_s!r}")
+    text = f"{ttl_s:.3f}".rstrip("0").rstrip(".")
+    if text == "0":
+        raise ValueError(f"ttl {ttl_s!r} rounds to 0 milliseconds")
+    return text
+
+
+def entry_from(key: str, response: httpx.Response) -> Entry:
+    return Entry(key, response.content, version_from(response), expires_at_from(response))
+
+
+def written_from(response: httpx.Response) -> Written:
+    body = _json(response)
+    try:
+        return Written(str(body["key"]), int(body["version"]), body["expires_at"], response.status_code == 201)
+    except (KeyError, TypeError, ValueError):
+        raise _unexpected(response) from None
+
+
+def version_from(response: httpx.Response) -> int:
+    etag = response.headers.get("etag", "")
+    try:
+        return int(etag.strip('"'))
+    except ValueError:
+        raise _unexpected(response, f"no version in ETag {etag[:40]!r}") from None
+
+
+def expires_at_from(response: httpx.Response) -> int | None:
+    expires_at = response.headers.get("expires-at")
+    return None if expires_at is None else int(expires_at)
+
+
+def seconds_left(expires_at_ms: int | None) -> float | None:
+    """What an expiry leaves, by this machine's clock; None: persistent."""
+    if expires_at_ms is None:
+        return None
+    return max(expires_at_ms - time.time() * 1000, 0.0) / 1000
+
+
+def error_from(response: httpx.Response, *, write: bool) -> ClientError:
+    """The error for an answer of 400 or more. A 502/504 to a write came from a proxy that lost the
+    server's answer: its outcome is unknown. A 503 from kvstore says so itself when it is."""
+    status = response.status_code
+    problem = _problem(response)
+    detail = str(problem.get("detail") or response.reason_phrase or status)
+    context: dict[str, Any] = {"status": status, "problem": problem, "request_id": response.headers.get("x-request-id")}
+    if status in _UNAVAILABLE:
+        unknown = problem.get("write_outcome") == "unknown" or (write and status != 503)
+        kind = WriteOutcomeUnknown if unknown else Unavailable
+        return kind(detail, retry_after_s=retry_after_s(response.headers.get("retry-after")), **context)
+    return _ERRORS_BY_STATUS.get(status, ServerError)(detail, **context)
+
+
+def transport_failure(error: httpx.TransportError, *, write: bool) -> Unavailable:
+    """No answer: a write that may have left this process has an unknown outcome."""
+    cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    if write and not isinstance(error, _NOT_SENT):
+        return WriteOutcomeUnknown(
+            f"the connection failed after the write was sent; it may have been applied ({cause})"
+        )
+    return Unavailable(f"no answer from the server ({cause})")
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now: delay-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if value is None:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    with contextlib.suppress(TypeError, ValueError):
+        return max(email.utils.parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    return None
+
+
+def _problem(response: httpx.Response) -> Mapping[str, Any]:
+    if not response.headers.get("content-type", "").startswith("application/problem+json"):
+        return {}
+    with contextlib.suppress(ValueError):
+        document = orjson.loads(response.content)
+        if isinstance(document, dict):
+            return document
+    return {}
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except ValueError:
+        raise _unexpected(response) from None
+
+
+def _unexpected(response: httpx.Response, detail: str = "an answer this client does not understand") -> ServerError:
+    return ServerError(detail, status=response.status_code, request_id=response.headers.get("x-request-id"))

@@ -1,0 +1,40 @@
+"""What the client's operations return: typed, immutable, with the server's version and expiry."""
+
+from dataclasses import dataclass
+
+
+def format_etag(version: int) -> str:
+    """The strong ETag the server sends for ``version``."""
+    return f'"{version}"'
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A key's live value as read; ``expires_at_ms`` is epoch milliseconds, None when persistent."""
+
+    key: str
+    value: bytes
+    version: int
+    expires_at_ms: int | None
+
+    @property
+    def etag(self) -> str:
+        return format_etag(self.version)
+
+    @property
+    def text(self) -> str:
+        return self.value.decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A key's state after a write (PUT, expire, persist); ``created`` when the key was not live before."""
+
+    key: str
+    version: int
+    expires_at_ms: int | None
+    created: bool = False
+
+    @property
+    def etag(self) -> str:
+        return format_etag(self.version)

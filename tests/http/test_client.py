@@ -1,0 +1,135 @@
+"""kvstore.client's AsyncClient against the app in process (two SQLite shards): every operation, its
+typed results and errors, and the compare-and-set loop under real concurrency. The same client
+against real `kvstore serve` processes on every backend: tests/e2e/test_client.py."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from kvstore.client import (
+    AsyncClient,
+    BadRequest,
+    Entry,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    Unauthorized,
+    ValueTooLarge,
+)
+from tests.support.asgi import BASE_URL, TEST_SERVER, app_transport, sqlite_settings
+
+WRITER, READER = "writer-secret-0123456789", "reader-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+async def kv(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncClient]:
+    async with (
+        app_transport(sqlite_settings(tmp_path_factory.mktemp("client"))) as transport,
+        AsyncClient(BASE_URL, transport=transport) as client,
+    ):
+        yield client
+
+
+async def test_put_get_and_the_entry_they_describe(kv: AsyncClient) -> None:
+    written = await kv.put("dir/../odd key?.%", "hello", ttl=30)
+    assert written.created and written.key == "dir/../odd key?.%"
+    entry = await kv.get("dir/../odd key?.%")
+    assert entry == Entry("dir/../odd key?.%", b"hello", written.version, written.expires_at_ms)
+    assert entry.text == "hello" and entry.etag == f'"{written.version}"'
+    assert written.expires_at_ms is not None
+    assert 29_000 < written.expires_at_ms - time.time() * 1000 <= 30_000
+
+    blob = bytes(range(256)) * 4 + b"\x00\r\n"
+    replaced = await kv.put("dir/../odd key?.%", blob)
+    assert not replaced.created and replaced.version > written.version and replaced.expires_at_ms is None
+    assert (await kv.get("dir/../odd key?.%", strong=True)).value == blob
+
+
+async def test_expiry_ttl_expire_and_persist(kv: AsyncClient) -> None:
+    await kv.put("t/key", b"v")
+    assert await kv.ttl("t/key") is None
+    expiring = await kv.expire("t/key", 20.5)
+    remaining = await kv.ttl("t/key")
+    assert expiring.expires_at_ms is not None and remaining is not None and 19 < remaining <= 20.5
+    persisted = await kv.persist("t/key", if_match=expiring.version)
+    assert persisted.expires_at_ms is None and persisted.version > expiring.version
+    assert (await kv.get("t/key")).value == b"v"
+    await kv.expire("t/key", 0.05)
+    await asyncio.sleep(0.1)
+    for call in (kv.get("t/key"), kv.ttl("t/key"), kv.expire("t/key", 5), kv.persist("t/key")):
+        with pytest.raises(NotFound):
+            await call
+
+
+async def test_delete_says_whether_there_was_a_live_value(kv: AsyncClient) -> None:
+    written = await kv.put("d/key", b"v")
+    with pytest.raises(PreconditionFailed):
+        await kv.delete("d/key", if_match=written.version - 1)
+    assert await kv.delete("d/key", if_match=written.etag) is True
+    assert await kv.delete("d/key") is False
+    with pytest.raises(NotFound) as missing:
+        await kv.get("d/key")
+    assert isinstance(missing.value, LookupError)
+    assert missing.value.status == 404 and "no live value" in missing.value.detail
+    assert missing.value.request_id
+
+
+async def test_conditional_puts(kv: AsyncClient) -> None:
+    first = await kv.put("c/key", b"1", if_absent=True)
+    with pytest.raises(PreconditionFailed) as taken:
+        await kv.put("c/key", b"2", if_absent=True)
+    assert taken.value.problem["status"] == 412
+    with pytest.raises(PreconditionFailed):
+        await kv.put("c/key", b"2", if_match=first.version + 1)
+    second = await kv.put("c/key", b"2", if_match=first.version)
+    assert (await kv.put("c/key", b"3", if_match="*")).version > second.version
+    with pytest.raises(PreconditionFailed):
+        await kv.put("c/absent", b"x", if_match="*")
+    with pytest.raises(ValueError, match="exclude"):
+        await kv.put("c/key", b"x", if_match=1, if_absent=True)
+
+
+async def test_refusals_are_typed_and_carry_the_servers_detail(kv: AsyncClient) -> None:
+    with pytest.raises(BadRequest) as overlong:
+        await kv.get("k" * 256)
+    assert overlong.value.status == 400 and "255" in overlong.value.detail
+    with pytest.raises(ValueTooLarge) as large:
+        await kv.put("big", b"x" * (TEST_SERVER["max_value_bytes"] + 1))
+    assert large.value.status == 413 and isinstance(large.value, BadRequest)
+    with pytest.raises(ValueError, match="positive"):
+        await kv.put("k", b"v", ttl=0)
+
+
+async def test_update_is_a_compare_and_set_loop_that_loses_no_increment(kv: AsyncClient) -> None:
+    calls = 0
+
+    def increment(current: bytes | None) -> bytes:
+        nonlocal calls
+        calls += 1
+        return str(int(current or b"0") + 1).encode()
+
+    await asyncio.gather(*(kv.update("counter", increment) for _ in range(12)))
+    assert (await kv.get("counter")).value == b"12"
+    assert calls > 12, "concurrent updaters raced and retried"
+    assert (await kv.update("counter", lambda current: (current or b"") + b"!", ttl=60)).expires_at_ms is not None
+    assert (await kv.get("counter")).value == b"12!"
+
+
+async def test_tokens_and_scopes(tmp_path: Path) -> None:
+    tokens = [{"name": "w", "token": WRITER, "scope": "write"}, {"name": "r", "token": READER, "scope": "read"}]
+    async with app_transport(sqlite_settings(tmp_path, shards=1, auth={"tokens": tokens})) as transport:
+        async with AsyncClient(BASE_URL, token=WRITER, transport=transport) as writer:
+            await writer.put("k", b"v")
+        async with AsyncClient(BASE_URL, token=READER, transport=transport) as reader:
+            assert (await reader.get("k")).value == b"v"
+            with pytest.raises(Forbidden) as forbidden:
+                await reader.put("k", b"w")
+            assert forbidden.value.status == 403
+        async with AsyncClient(BASE_URL, transport=transport) as anonymous:
+            with pytest.raises(Unauthorized):
+                await anonymous.get("k")
+        assert WRITER not in repr(AsyncClient(BASE_URL, token=WRITER))
+
