@@ -79,13 +79,13 @@ class Operations:
         key: str,
         value: Value,
         *,
-        ttl: float | None = None,
+        ttl: float | str | None = None,
         if_match: Version | None = None,
         if_absent: bool = False,
     ) -> Operation[Written]:
         """Store ``value`` (str is stored as UTF-8) under ``key``, persistent or expiring after
-        ``ttl`` seconds; only if the live version is ``if_match``, or only if there is no live value
-        (``if_absent``): else ``PreconditionFailed``."""
+        ``ttl`` seconds (millisecond precision); only if the live version is ``if_match``, or only
+        if there is no live value (``if_absent``): else ``PreconditionFailed``."""
         if if_match is not None and if_absent:
             raise ValueError("if_match and if_absent exclude each other")
         headers = {"If-None-Match": "*"} if if_absent else {}
@@ -106,7 +106,7 @@ class Operations:
             return False
         return True
 
-    def expire(self, key: str, ttl: float, *, if_match: Version | None = None) -> Operation[Written]:
+    def expire(self, key: str, ttl: float | str, *, if_match: Version | None = None) -> Operation[Written]:
         """Expire the key ``ttl`` seconds from now, value untouched; ``NotFound`` when it is not live."""
         return (yield from self._touch(key, {"ttl": protocol.ttl_param(ttl)}, if_match))
 

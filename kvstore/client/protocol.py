@@ -60,8 +60,11 @@ def if_match(version: Version) -> str:
     return version if version == "*" or version.startswith('"') else f'"{version}"'
 
 
-def ttl_param(ttl_s: float) -> str:
-    """Seconds as the server takes them: decimal, at most 3 decimals (it refuses more)."""
+def ttl_param(ttl_s: float | str) -> str:
+    """Seconds as the server takes them: a number is rounded to milliseconds (the server refuses more
+    than 3 decimals); text is sent as written, for the server to judge (the CLI's ``--ttl``)."""
+    if isinstance(ttl_s, str):
+        return ttl_s
     if ttl_s <= 0:
         raise ValueError(f"ttl must be positive, not {ttl_s!r}")
     text = f"{ttl_s:.3f}".rstrip("0").rstrip(".")
