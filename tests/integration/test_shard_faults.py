@@ -96,6 +96,10 @@ def test_frozen_shard_times_out_within_the_deadline(cluster: tuple[list[Database
             for call in (lambda: client.get(f"/v1/kv/{frozen}"), lambda: client.put(f"/v1/kv/{frozen}", content=b"w")):
                 response, elapsed = timed(call)
                 assert_unavailable(response, elapsed, "s0")
+                # Machine-readable for clients: only a write whose statement was sent may have been applied.
+                problem = response.json()
+                sent = "may have been applied" in problem["detail"]
+                assert (problem.get("write_outcome") == "unknown") == sent, problem
             assert client.put(f"/v1/kv/{fine}", content=b"ok").status_code in (200, 201)
         finally:
             freeze(pid, signal.SIGCONT)
