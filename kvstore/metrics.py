@@ -6,6 +6,7 @@ and ``/metrics`` aggregates every worker's samples (prometheus_client's multipro
 
 import functools
 import os
+from collections.abc import Iterable
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -78,6 +79,17 @@ SWEEPER_ACTIVE = Gauge(
     ["shard"],
     multiprocess_mode="livemax",
 )
+RING_EPOCH = Gauge(
+    "kvstore_ring_epoch",
+    "Epoch of the ring record this front end routes by (0: none read yet)",
+    multiprocess_mode="livemax",
+)
+RING_PHASE = Gauge(
+    "kvstore_ring_phase",
+    "1 for the phase of the ring record this front end routes by (a migration's progress), else 0",
+    ["phase"],
+    multiprocess_mode="livemax",
+)
 
 
 @functools.cache
@@ -110,6 +122,13 @@ def _read_child(shard: str, target: str) -> Counter:
 
 def count_read(shard: str, target: str) -> None:
     _read_child(shard, target).inc()
+
+
+def record_ring(epoch: int, phase: str, phases: Iterable[str]) -> None:
+    """The ring record in force: its epoch, and which of ``phases`` it is in."""
+    RING_EPOCH.set(epoch)
+    for name in phases:
+        RING_PHASE.labels(name).set(1 if name == phase else 0)
 
 
 def record_sweep(shard: str, result: "SweepCounts", seconds: float, stale_estimate: float) -> None:
