@@ -33,15 +33,19 @@ def decode_read_after(token: str) -> tuple[str, str]:
     return shard, position
 
 
-def position_for(shard: str, tokens: str) -> str | None:
-    """The position the first of ``tokens`` (comma-separated) naming ``shard`` carries; None when
-    none names it. Every token must be one we issued (400 otherwise)."""
+def positions_by_shard(tokens: str) -> dict[str, str]:
+    """Shard -> position from ``tokens`` (comma-separated; the first token naming a shard counts).
+    Every token must be one we issued (400 otherwise)."""
     parts = tokens.split(",")
     if len(parts) > _MAX_TOKENS:
         raise InvalidRequest(f"more than {_MAX_TOKENS} read-after tokens")
-    found = None
+    positions: dict[str, str] = {}
     for part in parts:
-        token_shard, position = decode_read_after(part.strip())
-        if found is None and token_shard == shard:
-            found = position
-    return found
+        shard, position = decode_read_after(part.strip())
+        positions.setdefault(shard, position)
+    return positions
+
+
+def position_for(shard: str, tokens: str) -> str | None:
+    """The position ``tokens`` give for ``shard``; None when none names it."""
+    return positions_by_shard(tokens).get(shard)

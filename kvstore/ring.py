@@ -20,6 +20,27 @@ def stable_hash(data: bytes) -> int:
     return int.from_bytes(blake2b(data, digest_size=8).digest(), "big")
 
 
+def hash_tag(key: str) -> str:
+    """The part of ``key`` that decides its shard: the text inside its first ``{…}`` pair when that
+    is not empty, else the whole key."""
+    tag = _first_tag(key)
+    return key if tag is None else tag
+
+
+def prefix_tag(prefix: str) -> str | None:
+    """The hash tag that every key starting with ``prefix`` has, or None when they may differ:
+    ``prefix`` holds a complete first tag (e.g. ``{chan42}/``), which then is every such key's."""
+    return _first_tag(prefix)
+
+
+def _first_tag(text: str) -> str | None:
+    start = text.find("{")
+    if start < 0:
+        return None
+    end = text.find("}", start + 1)
+    return text[start + 1 : end] if end > start + 1 else None
+
+
 @dataclass(frozen=True, slots=True)
 class RingNode:
     name: str
@@ -52,8 +73,9 @@ class HashRing:
         return tuple(node.name for node in self.nodes)
 
     def owner(self, key: str) -> str:
-        """The shard that owns ``key``."""
-        index = bisect.bisect_left(self._hashes, stable_hash(key.encode()))
+        """The shard that owns ``key``: the one placement function every router, copier, verifier
+        and sweeper guard uses."""
+        index = bisect.bisect_left(self._hashes, stable_hash(hash_tag(key).encode()))
         return self._owners[index % len(self._owners)]
 
     def arcs(self) -> list[tuple[int, int, str]]:

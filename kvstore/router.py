@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from kvstore import metrics
+from kvstore import metrics, moving
 from kvstore.config import Settings, ShardSettings, parse_shard_specs
 from kvstore.errors import KvError, ShardUnavailable
 from kvstore.ring_record import Phase, RingRecord, ShardSpec, initial_record, poll_records, ring_layout
@@ -46,19 +46,27 @@ class Router:
     def route(self, key: str) -> Route:
         placement = self.topology.place(key)
         if not self.lease_held():
-            silent_s = time.monotonic() - (self._confirmed_at or 0.0)
-            raise ShardUnavailable(
-                placement.owner,
-                f"no shard confirmed the ring for {silent_s:.1f} s; refusing to route by a ring that may be stale",
-            )
+            raise self._lease_lost(placement.owner)
         fallback = None if placement.fallback is None else self.shards[placement.fallback]
         return Route(self.shards[placement.owner], fallback, placement.writes_paused_by)
 
-    def may_purge(self, shard: str) -> Callable[[str], bool]:
-        """The sweeper's guard for ``shard``: whether a dead row may be hard-deleted now."""
+    def routing_topology(self) -> Topology:
+        """The topology to route a multi-key operation by; raises as ``route`` does without the lease."""
+        if not self.lease_held():
+            raise self._lease_lost(",".join(self.topology.ring.names))
+        return self.topology
 
-        def allowed(key: str) -> bool:
-            return self.lease_held() and self.topology.may_purge(shard, key)
+    def _lease_lost(self, shard: str) -> ShardUnavailable:
+        silent_s = time.monotonic() - (self._confirmed_at or 0.0)
+        detail = f"no shard confirmed the ring for {silent_s:.1f} s; refusing to route by a ring that may be stale"
+        return ShardUnavailable(shard, detail)
+
+    def may_purge(self, shard: str) -> Callable[[Sequence[str]], list[str]]:
+        """The sweeper's guard for ``shard``: which of some dead rows' keys may be hard-deleted now
+        (none while the lease is lost: a migration this router has not heard of may need them)."""
+
+        def allowed(keys: Sequence[str]) -> list[str]:
+            return moving.purgeable(self.topology, shard, keys) if self.lease_held() else []
 
         return allowed
 

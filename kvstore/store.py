@@ -7,11 +7,7 @@ nothing of HTTP and nothing of SQL.
 Conditional writes map to one conditional statement each; an unconditional PUT is the
 backend's upsert (``Node.put``).
 
-During a migration (see ``ring_record.py``) a key whose owner changes is served by its new
-owner: a write there first copies the key's row from the old owner unless the new owner has
-one (so versions continue their lineage, and a conditional write sees the key's real state);
-a read that finds no row at all on the new owner reads the old one. Both go to primaries, since
-a replica's "no row" might only mean "not replayed yet".
+During a migration a key whose owner changes follows the moving-key rules (``moving.py``).
 """
 
 import asyncio
@@ -21,12 +17,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from kvstore import metrics
+from kvstore import listing, metrics, moving
 from kvstore.backends.base import Node, Put, Row
 from kvstore.batching import Attempt
 from kvstore.conditions import Precondition
 from kvstore.errors import ShardError, ShardTimeout, ShardUnavailable, WriteOutcomeUnknown
-from kvstore.positions import encode_read_after, position_for
+from kvstore.listing import ListQuery, Page
+from kvstore.positions import encode_read_after, position_for, positions_by_shard
 from kvstore.router import Route, Router
 from kvstore.shard import Shard
 from kvstore.topology import write_pause_detail
@@ -127,26 +124,39 @@ class KeyValueStore:
             raise ShardUnavailable(route.owner.name, write_pause_detail(route.writes_paused_by))
         return route
 
+    async def list(self, query: ListQuery, *, strong: bool = False, read_after: str | None = None) -> Page:
+        """One page of keys in byte order (``listing.py``), read like GET: from replicas unless
+        ``strong``, and with ``read_after`` from nodes that have replayed that write."""
+        topology = self.router.routing_topology()
+        positions = None if read_after is None else positions_by_shard(read_after)
+        shards = self.router.shards
+        call = functools.partial(listing.list_page, topology, shards, query, strong=strong, read_after=positions)
+        return await self._within_deadline(",".join(topology.ring.names), None, call)
+
     async def _run(self, shard: Shard, op: str, attempt: Attempt | None, call: Callable[[], Awaitable[T]]) -> T:
-        """``call`` within the request deadline; ``attempt`` is a write's (None for reads): past the
-        deadline its outcome is unknown only if its statement was sent."""
+        """``call`` within the request deadline, with the shard's query metrics."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.request_timeout_s):
-                result = await call()
-        except TimeoutError:
-            metrics.SHARD_ERRORS.labels(shard.name, "timeout").inc()
-            detail = f"no answer within {self.request_timeout_s:g} s"
-            if attempt is not None and attempt.sent:
-                raise WriteOutcomeUnknown(shard.name, detail + "; the write may have been applied") from None
-            if attempt is not None:
-                detail += "; the write was not applied"
-            raise ShardTimeout(shard.name, detail) from None
+            result = await self._within_deadline(shard.name, attempt, call)
         except ShardError as error:
             metrics.SHARD_ERRORS.labels(shard.name, type(error).__name__).inc()
             raise
         metrics.record_shard_query(shard.name, op, time.perf_counter() - started)
         return result
+
+    async def _within_deadline(self, shards: str, attempt: Attempt | None, call: Callable[[], Awaitable[T]]) -> T:
+        """``call`` within the request deadline; ``attempt`` is a write's (None for reads): past the
+        deadline its outcome is unknown only if its statement was sent."""
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                return await call()
+        except TimeoutError:
+            detail = f"no answer within {self.request_timeout_s:g} s"
+            if attempt is not None and attempt.sent:
+                raise WriteOutcomeUnknown(shards, detail + "; the write may have been applied") from None
+            if attempt is not None:
+                detail += "; the write was not applied"
+            raise ShardTimeout(shards, detail) from None
 
 
 def _token(shard: Shard, position: str | None) -> str | None:
@@ -155,22 +165,13 @@ def _token(shard: Shard, position: str | None) -> str | None:
 
 
 async def _pull(route: Route, key: str) -> None:
-    """Copy ``key``'s live row from the shard it is moving from, unless its new owner has a row."""
-    if route.fallback is None:
-        return
-    rows = [row for row in await route.fallback.primary.fetch_rows([key]) if row.live]
-    if rows:
-        await route.owner.primary.import_rows(rows, overwrite=False)
+    if route.fallback is not None:
+        await moving.pull(route.owner.primary, route.fallback.primary, [key])
 
 
 async def _read_moving(route: Route, key: str) -> Row | None:
-    """A moving key's row: the new owner's, whatever its state, else the old owner's."""
     assert route.fallback is not None
-    found = await route.owner.primary.fetch_rows([key])
-    if found:
-        row = found[0]
-        return Row.from_columns(row.ttl, row.version, row.value) if row.live else None
-    return await route.fallback.primary.get(key)
+    return (await moving.read(route.owner.primary, route.fallback.primary, [key])).get(key)
 
 
 async def _touch(node: Node, *, key: str, ttl_ms: int | None, if_version: int | None) -> Row | None:

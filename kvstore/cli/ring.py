@@ -11,13 +11,18 @@ import click
 from kvstore.cli.fleet import reach_fleet
 from kvstore.cli.options import config_option, settings_or_exit, table
 from kvstore.config import Settings
+from kvstore.errors import InvalidRequest
+from kvstore.keys import validate_key
 from kvstore.reshard.plan import KeySample, RingDiff, sample_diff
+from kvstore.ring import hash_tag
 from kvstore.ring_record import RingRecord
+from kvstore.topology import Topology
 
 
 @click.group()
 def ring() -> None:
-    """Inspect the consistent-hash ring: the one in force (`show`), or what a change moves (`diff`)."""
+    """Inspect the consistent-hash ring: the one in force (`show`), where a key lives (`locate`), or what
+    a change moves (`diff`)."""
 
 
 @ring.command("show")
@@ -59,6 +64,52 @@ def show(config_file: str | None, as_json: bool) -> None:
         (name, backend, str(weight), str(weight * vnodes), _percent(shares[name])) for name, backend, weight in shards
     ]
     click.echo(table(header, rows, right={2, 3, 4}))
+
+
+@ring.command("locate")
+@click.argument("key")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")
+def locate(key: str, config_file: str | None, as_json: bool) -> None:
+    """The shard that owns KEY in the ring in force, and the hash tag that placed it.
+
+    During a migration a moving key has two owners: the new one serves it (reads and writes), and
+    reads of a row not copied yet fall back to the previous one. Both are shown.
+
+    \b
+    Example:
+      kvstore ring locate '{chan42}/msg/0001' --config shards.yaml
+    """
+    try:
+        validate_key(key)
+    except InvalidRequest as error:
+        raise click.BadParameter(str(error), param_hint="KEY") from None
+    settings = settings_or_exit(config_file)
+    record, unreachable = asyncio.run(_record_in_force(settings))
+    if len(unreachable) == len(settings.shards):
+        reason = next(iter(unreachable.values()))
+        click.echo(f"warning: no shard answered ({reason}); locating by the config's ring", err=True)
+    placement = Topology.of(record).place(key)
+    tag = hash_tag(key)
+    if as_json:
+        document = {
+            "key": key,
+            "hash_tag": None if tag == key else tag,
+            "epoch": record.epoch,
+            "phase": record.phase.value,
+            "owner": placement.owner,
+            "previous_owner": placement.fallback,
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    click.echo(f"key:      {key}")
+    click.echo(f"hashed:   {'the whole key' if tag == key else repr(tag) + ' (hash tag)'}")
+    click.echo(f"ring:     epoch {record.epoch}, {record.phase.value}")
+    if placement.fallback is None:
+        click.echo(f"owner:    {placement.owner}")
+        return
+    click.echo(f"owner:    {placement.owner} (new ring: serves reads and writes)")
+    click.echo(f"previous: {placement.fallback} (reads of a row not copied yet fall back to it)")
 
 
 async def _record_in_force(settings: Settings) -> tuple[RingRecord, dict[str, str]]:

@@ -25,9 +25,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kvstore import metrics
 from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError
-from kvstore.http.endpoints import HEALTHZ, METRICS, OPENAPI, READYZ
+from kvstore.http.endpoints import HEALTHZ, KEYS, LIST, METRICS, OPENAPI, READYZ
 from kvstore.http.front import Front
 from kvstore.http.kv import KeyRoute
+from kvstore.http.listing import ListRoute
 from kvstore.http.openapi import openapi_document
 from kvstore.http.problems import problem, routing_error
 from kvstore.router import Router
@@ -211,7 +212,7 @@ def create_app(settings: Settings) -> ASGIApp:
     # The front passes the lifespan through to Starlette; only that scope needs the quieting.
     return Front(
         QuietStartFailure(app, lifecycle),
-        KeyRoute(store, server.max_value_bytes),
+        {KEYS: KeyRoute(store, server.max_value_bytes), LIST: ListRoute(store)},
         tokens=settings.tokens,
         max_in_flight=server.max_in_flight,
         retry_after_s=server.retry_after_s,

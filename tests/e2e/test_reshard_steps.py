@@ -241,6 +241,22 @@ def test_steps_out_of_order_are_refused_with_a_reason(tmp_path: Path, request: p
     assert kvstore("reshard", "start", "--config", str(config), "--to", str(target)).returncode == 0
     assert "a migration is already copying" in refused("start", "--to", str(target))
     assert "not switched" in refused("cleanup")
+    # `ring locate` names both owners of a moving key, and routes a tagged key by its tag.
+    moving = next(key for key in (f"{{t{n}}}/k" for n in range(1000)) if ring(more).owner(key) == "s2")
+    located = kvstore("ring", "locate", moving, "--config", str(config), "--json")
+    assert located.returncode == 0, located.stderr
+    assert json.loads(located.stdout) | {"epoch": 0} == {
+        "key": moving,
+        "hash_tag": moving[1 : moving.index("}")],
+        "epoch": 0,
+        "phase": "copying",
+        "owner": "s2",
+        "previous_owner": ring(shards).owner(moving),
+    }
+    human = kvstore("ring", "locate", moving, "--config", str(config)).stdout
+    assert "owner:    s2 (new ring: serves reads and writes)" in human and "previous: s" in human
+    refused_key = kvstore("ring", "locate", "a" * 256, "--config", str(config))
+    assert refused_key.returncode == 2 and "256 characters long" in refused_key.stderr
     assert kvstore("reshard", "abort", "--config", str(config)).returncode == 0
 
 

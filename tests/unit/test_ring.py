@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from kvstore.ring import HashRing, RingNode, stable_hash
+from kvstore.ring import HashRing, RingNode, hash_tag, prefix_tag, stable_hash
 
 
 def random_keys(count: int, seed: int = 7) -> list[str]:
@@ -25,6 +25,51 @@ def test_owner_golden_vectors() -> None:
 
 
 GOLDEN_OWNERS = {"greeting": "s2", "user/42": "s1", "ключ": "s0", "a" * 255: "s0", "x": "s1"}
+
+# Redis Cluster's rule: the first "{", then the first "}" after it, with something between.
+HASH_TAGS = {
+    "{chan42}/msg/0001": "chan42",
+    "{chan42}/meta": "chan42",
+    "a{b}c{d}e": "b",  # only the first pair counts
+    "x}{user/42}": "user/42",  # a "}" before the first "{" is text
+    "{{x}}": "{x",
+    "{}greeting": "{}greeting",  # empty tag: the whole key
+    "{greeting": "{greeting",  # no closing brace
+    "greeting": "greeting",
+}
+
+
+@pytest.mark.parametrize(("key", "tag"), HASH_TAGS.items())
+def test_hash_tag_follows_redis_cluster(key: str, tag: str) -> None:
+    assert hash_tag(key) == tag
+
+
+def test_tagged_keys_golden_vectors() -> None:
+    # Pinned like GOLDEN_OWNERS; a tagged key goes where its tag alone would.
+    ring = HashRing([RingNode("s0"), RingNode("s1"), RingNode("s2"), RingNode("s3")])
+    keys = ("{chan42}/msg/0001", "{chan42}/meta", "chan42", "{user/42}x", "a{b}c{d}e", "{}greeting")
+    assert {key: ring.owner(key) for key in keys} == {
+        "{chan42}/msg/0001": "s2",
+        "{chan42}/meta": "s2",
+        "chan42": "s2",
+        "{user/42}x": "s1",
+        "a{b}c{d}e": "s1",
+        "{}greeting": "s1",
+    }
+
+
+def test_keys_sharing_a_tag_share_a_shard_on_any_ring() -> None:
+    for shards in (2, 3, 7):
+        ring = HashRing([RingNode(f"s{i}") for i in range(shards)])
+        assert len({ring.owner(f"{{chan42}}/msg/{n:04}") for n in range(500)}) == 1
+
+
+@pytest.mark.parametrize(
+    ("prefix", "tag"),
+    [("{chan42}/", "chan42"), ("{chan42}", "chan42"), ("a{b}", "b"), ("{chan42", None), ("{}", None), ("chan", None)],
+)
+def test_prefix_tag_only_when_every_key_under_the_prefix_shares_it(prefix: str, tag: str | None) -> None:
+    assert prefix_tag(prefix) == tag
 
 
 def test_same_ring_in_any_order_maps_keys_the_same() -> None:
