@@ -4,6 +4,7 @@ Exit status: 0 done; 1 the key is not live (404) or a precondition failed (412);
 other error (bad request, auth, server or shard unavailable, no connection).
 """
 
+import itertools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -131,6 +132,31 @@ def delete(key: str, if_match: str | None, url: str, token: str | None) -> None:
         deleted = client.delete(key, if_match=if_match)
     if not deleted:
         fail(EXIT_NO, "not found")
+
+
+@kv.command("list")
+@click.argument("prefix", default="")
+@click.option("--reverse", is_flag=True, help="Descending byte order.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many keys.")
+@click.option("--json", "as_json", is_flag=True, help='One JSON object per line: {"key", "version", "expires_at"}.')
+@server_options
+def list_keys(prefix: str, reverse: bool, limit: int | None, as_json: bool, url: str, token: str | None) -> None:
+    """Print the live keys starting with PREFIX, in byte order, one per line.
+
+    Keys may contain newlines: use --json to read them back unambiguously.
+
+    \b
+    Example:
+      kvstore kv list users/ --limit 20
+      kvstore kv list --reverse --json
+    """
+    with connected(url, token) as client:
+        for item in itertools.islice(client.list(prefix, reverse=reverse), limit):
+            if as_json:
+                document = {"key": item.key, "version": item.version, "expires_at": item.expires_at_ms}
+                click.echo(orjson.dumps(document).decode())
+            else:
+                click.echo(item.key)
 
 
 @kv.command("ttl")

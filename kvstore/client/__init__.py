@@ -26,7 +26,7 @@ from kvstore.client.errors import (
     ValueTooLarge,
     WriteOutcomeUnknown,
 )
-from kvstore.client.results import Entry, Written
+from kvstore.client.results import Entry, Item, Page, Written
 from kvstore.client.retries import NO_RETRIES, RetryPolicy
 from kvstore.client.sync import Client
 
@@ -38,7 +38,9 @@ __all__ = [
     "ClientError",
     "Entry",
     "Forbidden",
+    "Item",
     "NotFound",
+    "Page",
     "PreconditionFailed",
     "RetryPolicy",
     "ServerError",

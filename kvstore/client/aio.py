@@ -1,13 +1,14 @@
 """``AsyncClient``: the asyncio client, driving the shared operations with ``httpx.AsyncClient``."""
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 
 from kvstore.client.operations import Operation, Operations, Pause
+from kvstore.client.results import Item
 from kvstore.client.retries import RetryPolicy
 from kvstore.client.transport import DEFAULT_URL, limits, present_as, timeout_of
 
@@ -60,6 +61,28 @@ class AsyncClient:
     persist = _awaitable(Operations.persist)
     ttl = _awaitable(Operations.ttl)
     update = _awaitable(Operations.update)
+    list_page = _awaitable(Operations.list_page)
+
+    async def list(
+        self,
+        prefix: str = "",
+        *,
+        start_after: str | None = None,
+        reverse: bool = False,
+        values: bool = False,
+        page_size: int | None = None,
+        strong: bool = False,
+    ) -> AsyncIterator[Item]:
+        """``Client.list`` for asyncio: ``async for item in kv.list("users/")``."""
+        page = await self.list_page(
+            prefix, start_after=start_after, reverse=reverse, values=values, page_size=page_size, strong=strong
+        )
+        for item in page.items:
+            yield item
+        while page.cursor is not None:
+            page = await self.list_page(cursor=page.cursor, values=values, page_size=page_size, strong=strong)
+            for item in page.items:
+                yield item
 
     async def aclose(self) -> None:
         if self._owns_http:

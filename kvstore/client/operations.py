@@ -17,7 +17,7 @@ from kvstore import __version__
 from kvstore.client import protocol
 from kvstore.client.errors import ClientError, NotFound, PreconditionFailed, Unavailable, WriteOutcomeUnknown
 from kvstore.client.protocol import Version
-from kvstore.client.results import Entry, Written
+from kvstore.client.results import Entry, Page, Written
 from kvstore.client.retries import RetryPolicy
 from kvstore.client.session import ReadAfterTokens
 
@@ -71,7 +71,7 @@ class Operations:
         From a replica when the shard has one in rotation, unless ``strong`` (the primary); in a
         session, never older than the session's own writes."""
         headers = {"Consistency": "strong"} if strong else self._read_after()
-        response = yield from self._exchange(self._request("GET", key, headers=headers), write=False)
+        response = yield from self._exchange(self._request("GET", protocol.key_path(key), headers=headers), write=False)
         return protocol.entry_from(key, response)
 
     def put(
@@ -93,7 +93,7 @@ class Operations:
             headers["If-Match"] = protocol.if_match(if_match)
         params = {} if ttl is None else {"ttl": protocol.ttl_param(ttl)}
         content = value.encode() if isinstance(value, str) else value
-        request = self._request("PUT", key, params=params, headers=headers, content=content)
+        request = self._request("PUT", protocol.key_path(key), params=params, headers=headers, content=content)
         return protocol.written_from((yield from self._write(request)))
 
     def delete(self, key: str, *, if_match: Version | None = None) -> Operation[bool]:
@@ -101,7 +101,7 @@ class Operations:
         ``if_match``)."""
         headers = {} if if_match is None else {"If-Match": protocol.if_match(if_match)}
         try:
-            yield from self._write(self._request("DELETE", key, headers=headers))
+            yield from self._write(self._request("DELETE", protocol.key_path(key), headers=headers))
         except NotFound:
             return False
         return True
@@ -117,7 +117,9 @@ class Operations:
     def ttl(self, key: str) -> Operation[float | None]:
         """Seconds the key has left (by this machine's clock), None when persistent; ``NotFound``
         when it is not live."""
-        response = yield from self._exchange(self._request("HEAD", key, headers=self._read_after()), write=False)
+        response = yield from self._exchange(
+            self._request("HEAD", protocol.key_path(key), headers=self._read_after()), write=False
+        )
         return protocol.seconds_left(protocol.expires_at_from(response))
 
     def update(
@@ -142,10 +144,40 @@ class Operations:
                 yield Pause(self.retry.random.uniform(0, ceiling))
         raise PreconditionFailed(f"update of {key!r}: another writer won {UPDATE_ATTEMPTS} times in a row", status=412)
 
+    def list_page(
+        self,
+        prefix: str = "",
+        *,
+        start_after: str | None = None,
+        reverse: bool = False,
+        values: bool = False,
+        page_size: int | None = None,
+        strong: bool = False,
+        cursor: str | None = None,
+    ) -> Operation[Page]:
+        """One page of live keys starting with ``prefix``, in byte order (``reverse``: descending),
+        after ``start_after``; with ``values``, their values too. ``cursor`` (a page's) continues a
+        listing, which then keeps its prefix, position and direction. ``list`` follows the cursors."""
+        if cursor is not None:
+            params = {"cursor": cursor}
+        else:
+            params = {"prefix": prefix} if prefix else {}
+            if start_after is not None:
+                params["start_after"] = start_after
+            if reverse:
+                params["reverse"] = "true"
+        if values:
+            params["values"] = "true"
+        if page_size is not None:
+            params["limit"] = str(page_size)
+        headers = {"Consistency": "strong"} if strong else self._read_after()
+        request = self._request("GET", protocol.LIST_PATH, params=params, headers=headers)
+        return protocol.page_from((yield from self._exchange(request, write=False)))
+
     def _touch(self, key: str, params: dict[str, str], version: Version | None) -> Operation[Written]:
         headers = {} if version is None else {"If-Match": protocol.if_match(version)}
         return protocol.written_from(
-            (yield from self._write(self._request("PATCH", key, params=params, headers=headers)))
+            (yield from self._write(self._request("PATCH", protocol.key_path(key), params=params, headers=headers)))
         )
 
     def _read_after(self) -> dict[str, str]:
@@ -155,7 +187,7 @@ class Operations:
     def _request(
         self,
         method: str,
-        key: str,
+        path: str,
         *,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -163,7 +195,7 @@ class Operations:
     ) -> httpx.Request:
         return httpx.Request(
             method,
-            self.url.copy_with(raw_path=protocol.key_path(key).encode()),
+            self.url.copy_with(raw_path=path.encode()),
             params=params or None,
             headers={**self.headers, **(headers or {})},
             content=content,

@@ -1,6 +1,8 @@
 """The HTTP API in the client's terms, without I/O: paths, headers and query values out; typed
 results and errors (``errors.py``) in."""
 
+import base64
+import binascii
 import contextlib
 import email.utils
 import time
@@ -23,9 +25,10 @@ from kvstore.client.errors import (
     ValueTooLarge,
     WriteOutcomeUnknown,
 )
-from kvstore.client.results import Entry, Written, format_etag
+from kvstore.client.results import Entry, Item, Page, Written, format_etag
 
 KEY_PREFIX = "/v1/kv/"
+LIST_PATH = "/v1/kv"
 READ_AFTER = "Kv-Read-After"
 _ERRORS_BY_STATUS: dict[int, type[ClientError]] = {
     400: BadRequest,
@@ -83,6 +86,24 @@ def written_from(response: httpx.Response) -> Written:
         return Written(str(body["key"]), int(body["version"]), body["expires_at"], response.status_code == 201)
     except (KeyError, TypeError, ValueError):
         raise _unexpected(response) from None
+
+
+def page_from(response: httpx.Response) -> Page:
+    body = _json(response)
+    try:
+        items = [
+            Item(
+                str(item["key"]),
+                int(item["version"]),
+                item["expires_at"],
+                None if "value_b64" not in item else base64.b64decode(item["value_b64"], validate=True),
+            )
+            for item in body["items"]
+        ]
+        cursor = body["next"]
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise _unexpected(response) from None
+    return Page(items, cursor if isinstance(cursor, str) else None)
 
 
 def version_from(response: httpx.Response) -> int:

@@ -38,3 +38,21 @@ class Written:
     @property
     def etag(self) -> str:
         return format_etag(self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A key as a listing returns it; ``value`` only when the listing asked for values."""
+
+    key: str
+    version: int
+    expires_at_ms: int | None
+    value: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; ``cursor`` continues it (None: the listing is complete)."""
+
+    items: list[Item]
+    cursor: str | None

@@ -1,13 +1,14 @@
 """``Client``: the blocking client, driving the shared operations with ``httpx.Client``."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Concatenate, ParamSpec, TypeVar
 
 import httpx
 
 from kvstore.client.operations import Operation, Operations, Pause
+from kvstore.client.results import Item
 from kvstore.client.retries import RetryPolicy
 from kvstore.client.transport import DEFAULT_URL, limits, present_as, timeout_of
 
@@ -63,6 +64,27 @@ class Client:
     persist = _blocking(Operations.persist)
     ttl = _blocking(Operations.ttl)
     update = _blocking(Operations.update)
+    list_page = _blocking(Operations.list_page)
+
+    def list(
+        self,
+        prefix: str = "",
+        *,
+        start_after: str | None = None,
+        reverse: bool = False,
+        values: bool = False,
+        page_size: int | None = None,
+        strong: bool = False,
+    ) -> Iterator[Item]:
+        """Every live key starting with ``prefix`` in byte order (``reverse``: descending), after
+        ``start_after``, with values when asked: pages fetched as the iteration reaches them."""
+        page = self.list_page(
+            prefix, start_after=start_after, reverse=reverse, values=values, page_size=page_size, strong=strong
+        )
+        yield from page.items
+        while page.cursor is not None:
+            page = self.list_page(cursor=page.cursor, values=values, page_size=page_size, strong=strong)
+            yield from page.items
 
     def close(self) -> None:
         if self._owns_http:

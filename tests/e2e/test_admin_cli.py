@@ -200,6 +200,9 @@ def test_kv_round_trip_through_a_real_server(kv_server: ServerProcess) -> None:
     strong = kv("get", "bin/blob", "--strong")
     assert strong.returncode == 0 and strong.stdout == value
     assert kv("ttl", "bin/blob").stdout.decode().strip() == "persistent"
+    assert kv("list", "bin/").stdout == b"bin/blob\n"
+    listed = [json.loads(line) for line in kv("list", "--json", "--reverse").stdout.splitlines()]
+    assert [entry["key"] for entry in listed] == ["dir/../odd key?.%", "bin/blob"]
 
     version = json.loads(created.stdout)["version"]
     assert kv("put", "bin/blob", "--if-match", "1", "--value", "x").returncode == 1

@@ -85,3 +85,16 @@ def test_a_shed_request_is_retried_after_retry_after(tmp_path: Path) -> None:
             assert slow.recv(1024).startswith(b"HTTP/1.1 201")
     finally:
         server.stop()
+
+
+def test_list_across_shards_on_every_backend(server: ServerProcess) -> None:
+    prefix = f"list/{time.monotonic_ns()}/"
+    keys = [f"{prefix}{index:03d}" for index in range(30)]
+    with Client(server.url) as kv:
+        for key in keys:
+            kv.put(key, key[-3:])
+        assert [item.key for item in kv.list(prefix, page_size=7)] == keys
+        newest = kv.list(prefix, reverse=True, values=True)
+        assert [(item.key, item.value) for item in newest][:2] == [(keys[-1], b"029"), (keys[-2], b"028")]
+        kv.delete(keys[0])
+        assert next(iter(kv.list(prefix))).key == keys[1]

@@ -133,3 +133,23 @@ async def test_tokens_and_scopes(tmp_path: Path) -> None:
                 await anonymous.get("k")
         assert WRITER not in repr(AsyncClient(BASE_URL, token=WRITER))
 
+
+async def test_list_follows_cursors_in_byte_order_both_ways(kv: AsyncClient) -> None:
+    keys = [f"l/{index:02d}" for index in range(23)] + ["l/Z", "l/ä", "l/a"]
+    for key in keys:
+        await kv.put(key, key.encode(), ttl=60 if key.endswith("1") else None)
+    await kv.put("l-outside", b"x")
+    expected = sorted(keys, key=str.encode)
+    listed = [item async for item in kv.list("l/", page_size=4)]
+    assert [item.key for item in listed] == expected
+    assert all(item.value is None and item.version > 0 for item in listed)
+    assert [item.expires_at_ms is not None for item in listed] == [key.endswith("1") for key in expected]
+    backwards = [item async for item in kv.list("l/", reverse=True, values=True, page_size=5)]
+    assert [(item.key, item.value) for item in backwards] == [(key, key.encode()) for key in reversed(expected)]
+    after = [item.key async for item in kv.list("l/", start_after="l/20", page_size=2)]
+    assert after == expected[expected.index("l/20") + 1 :]
+    page = await kv.list_page("l/", page_size=3)
+    assert len(page.items) == 3 and page.cursor is not None
+    assert [item.key for item in (await kv.list_page(cursor=page.cursor, page_size=3)).items] == expected[3:6]
+    with pytest.raises(BadRequest, match="cursor"):
+        await kv.list_page(cursor="forged")

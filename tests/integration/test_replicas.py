@@ -199,6 +199,7 @@ def test_a_client_session_reads_its_own_writes_from_a_delayed_replica(replicated
             both = f"{encode_read_after('s9', '0/0')},{tokens.header()}"
             assert httpx.get(f"{server.url}/v1/kv/{key}", headers={"Kv-Read-After": both}).content == b"new"
             assert replica_behind_fallbacks(server) == before + 2
+            assert [(item.key, item.value) for item in session.list(key, values=True)] == [(key, b"new")]
         finally:
             for statement in remove:
                 replicated.replica.sql(statement)
