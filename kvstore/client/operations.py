@@ -46,15 +46,15 @@ class Operations:
         token: str | None,
         timeout: httpx.Timeout,
         retry: RetryPolicy,
-        tokens: ReadAfterTokens | None = None,
     ) -> None:
-        self.url = httpx.URL(url.rstrip("/"))
+        self.url = httpx.URL(url)
+        self.base_path = self.url.raw_path.split(b"?", 1)[0].rstrip(b"/")  # a proxy may serve kvstore below a path
         self.headers = {"User-Agent": f"kvstore-client/{__version__}"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
         self.retry = retry
-        self.tokens = tokens
+        self.tokens: ReadAfterTokens | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"{type(self).__name__}({str(self.url)!r}, session={self.tokens is not None})"
@@ -195,7 +195,7 @@ class Operations:
     ) -> httpx.Request:
         return httpx.Request(
             method,
-            self.url.copy_with(raw_path=path.encode()),
+            self.url.copy_with(raw_path=self.base_path + path.encode()),
             params=params or None,
             headers={**self.headers, **(headers or {})},
             content=content,

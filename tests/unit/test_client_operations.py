@@ -163,6 +163,10 @@ def test_requests_carry_the_token_the_timeout_and_the_encoded_key() -> None:
         assert "secret" not in repr(kv)
     (request,) = sent
     assert request.url.raw_path == b"/v1/kv/a/%2E%2E/b%20c%2Ed"
+    transport, sent = scripted(value())
+    with Client("http://proxy/kvstore/", transport=transport) as kv:
+        kv.get("k")
+    assert sent[0].url.raw_path == b"/kvstore/v1/kv/k"
     assert request.headers["authorization"] == "Bearer secret-token-0123456789"
     assert request.extensions["timeout"] == {"connect": 2.5, "read": 2.5, "write": 2.5, "pool": 2.5}
 
