@@ -1,7 +1,8 @@
 """``kvstore kv …``: the Python client (``kvstore.client``) for shells and scripts.
 
-Exit status: 0 done; 1 the key is not live (404) or a precondition failed (412); 2 any
-other error (bad request, auth, server or shard unavailable, no connection).
+Exit status: 0 done; 1 the key is not live (404), a precondition failed (412) or the value
+does not allow the operation (409: incr of a non-integer); 2 any other error (bad request, auth,
+server or shard unavailable, no connection).
 """
 
 import itertools
@@ -13,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import orjson
 
-from kvstore.client import Client, ClientError, NotFound, PreconditionFailed, Written
+from kvstore.client import Client, ClientError, Conflict, NotFound, PreconditionFailed, Written
 
 EXIT_NO = 1
 EXIT_ERROR = 2
@@ -33,7 +34,7 @@ def connected(url: str, token: str | None) -> Iterator[Client]:
             yield client
     except NotFound:
         fail(EXIT_NO, "not found")
-    except PreconditionFailed as error:
+    except (PreconditionFailed, Conflict) as error:
         fail(EXIT_NO, str(error))
     except ClientError as error:
         fail(EXIT_ERROR, str(error) if error.status is not None else f"cannot reach {url}: {error.detail}")
@@ -63,7 +64,7 @@ def server_options(function: F) -> F:
 def kv() -> None:
     """Read and write keys through a running server's HTTP API.
 
-    Exit status: 0 done, 1 not found or precondition failed, 2 any other error.
+    Exit status: 0 done, 1 not found, precondition failed or conflict, 2 any other error.
     """
 
 
@@ -132,6 +133,22 @@ def delete(key: str, if_match: str | None, url: str, token: str | None) -> None:
         deleted = client.delete(key, if_match=if_match)
     if not deleted:
         fail(EXIT_NO, "not found")
+
+
+@kv.command("incr")
+@click.argument("key")
+@click.option("--by", type=int, default=1, show_default=True, help="The increment (may be negative).")
+@server_options
+def incr(key: str, by: int, url: str, token: str | None) -> None:
+    """Add to KEY's integer value (from 0 when it has none) and print the new value.
+
+    \b
+    Example:
+      kvstore kv incr visits
+      kvstore kv incr stock/apples --by -3
+    """
+    with connected(url, token) as client:
+        click.echo(client.incr(key, by).value)
 
 
 @kv.command("list")

@@ -17,6 +17,7 @@ from kvstore.client.aio import AsyncClient
 from kvstore.client.errors import (
     BadRequest,
     ClientError,
+    Conflict,
     Forbidden,
     NotFound,
     PreconditionFailed,
@@ -26,7 +27,7 @@ from kvstore.client.errors import (
     ValueTooLarge,
     WriteOutcomeUnknown,
 )
-from kvstore.client.results import Entry, Item, Page, Written
+from kvstore.client.results import CounterValue, Entry, Item, Page, Written
 from kvstore.client.retries import NO_RETRIES, RetryPolicy
 from kvstore.client.sync import Client
 
@@ -36,6 +37,8 @@ __all__ = [
     "BadRequest",
     "Client",
     "ClientError",
+    "Conflict",
+    "CounterValue",
     "Entry",
     "Forbidden",
     "Item",

@@ -61,6 +61,7 @@ class AsyncClient:
     persist = _awaitable(Operations.persist)
     ttl = _awaitable(Operations.ttl)
     update = _awaitable(Operations.update)
+    incr = _awaitable(Operations.incr)
     list_page = _awaitable(Operations.list_page)
 
     async def list(

@@ -9,6 +9,7 @@
     ├── Forbidden                403: the token's scope is too small
     ├── NotFound                 404: no live value (missing, expired or deleted); also a LookupError
     ├── PreconditionFailed       412: If-Match / If-None-Match did not hold
+    ├── Conflict                 409: the value does not allow it (incr of a non-integer, overflow)
     ├── Unavailable              503, 502, 504, or no connection: try again later (.retry_after_s)
     │   └── WriteOutcomeUnknown  a write was sent and then the answer was lost: it may have been applied
     └── ServerError              any other answer (500, or one this client does not understand)
@@ -60,6 +61,10 @@ class NotFound(ClientError, LookupError):
 
 class PreconditionFailed(ClientError):
     """A conditional request's precondition did not hold (412)."""
+
+
+class Conflict(ClientError):
+    """The key's current value does not allow the operation (409), e.g. an increment of text."""
 
 
 class Unavailable(ClientError):

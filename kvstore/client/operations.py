@@ -17,7 +17,7 @@ from kvstore import __version__
 from kvstore.client import protocol
 from kvstore.client.errors import ClientError, NotFound, PreconditionFailed, Unavailable, WriteOutcomeUnknown
 from kvstore.client.protocol import Version
-from kvstore.client.results import Entry, Page, Written
+from kvstore.client.results import CounterValue, Entry, Page, Written
 from kvstore.client.retries import RetryPolicy
 from kvstore.client.session import ReadAfterTokens
 
@@ -113,6 +113,13 @@ class Operations:
     def persist(self, key: str, *, if_match: Version | None = None) -> Operation[Written]:
         """Remove the key's expiry, value untouched; ``NotFound`` when it is not live."""
         return (yield from self._touch(key, {"persist": "true"}, if_match))
+
+    def incr(self, key: str, by: int = 1) -> Operation[CounterValue]:
+        """Add ``by`` (may be negative) to the key's decimal integer value, atomically on the server;
+        a key with no live value counts from 0. ``Conflict`` when the value is not an integer or the
+        sum would leave the signed 64-bit range. The expiry is kept."""
+        request = self._request("PATCH", protocol.key_path(key), params={"incr": str(by)})
+        return protocol.counter_from((yield from self._write(request)))
 
     def ttl(self, key: str) -> Operation[float | None]:
         """Seconds the key has left (by this machine's clock), None when persistent; ``NotFound``

@@ -16,6 +16,7 @@ import orjson
 from kvstore.client.errors import (
     BadRequest,
     ClientError,
+    Conflict,
     Forbidden,
     NotFound,
     PreconditionFailed,
@@ -25,7 +26,7 @@ from kvstore.client.errors import (
     ValueTooLarge,
     WriteOutcomeUnknown,
 )
-from kvstore.client.results import Entry, Item, Page, Written, format_etag
+from kvstore.client.results import CounterValue, Entry, Item, Page, Written, format_etag
 
 KEY_PREFIX = "/v1/kv/"
 LIST_PATH = "/v1/kv"
@@ -35,6 +36,7 @@ _ERRORS_BY_STATUS: dict[int, type[ClientError]] = {
     401: Unauthorized,
     403: Forbidden,
     404: NotFound,
+    409: Conflict,
     412: PreconditionFailed,
     413: ValueTooLarge,
 }
@@ -84,6 +86,14 @@ def written_from(response: httpx.Response) -> Written:
     body = _json(response)
     try:
         return Written(str(body["key"]), int(body["version"]), body["expires_at"], response.status_code == 201)
+    except (KeyError, TypeError, ValueError):
+        raise _unexpected(response) from None
+
+
+def counter_from(response: httpx.Response) -> CounterValue:
+    body = _json(response)
+    try:
+        return CounterValue(str(body["key"]), int(body["value"]), int(body["version"]), body["expires_at"])
     except (KeyError, TypeError, ValueError):
         raise _unexpected(response) from None
 

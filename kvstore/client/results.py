@@ -41,6 +41,16 @@ class Written:
 
 
 @dataclass(frozen=True, slots=True)
+class CounterValue:
+    """A counter after an increment: its new value, and its version and expiry as for ``Written``."""
+
+    key: str
+    value: int
+    version: int
+    expires_at_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Item:
     """A key as a listing returns it; ``value`` only when the listing asked for values."""
 

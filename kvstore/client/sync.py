@@ -64,6 +64,7 @@ class Client:
     persist = _blocking(Operations.persist)
     ttl = _blocking(Operations.ttl)
     update = _blocking(Operations.update)
+    incr = _blocking(Operations.incr)
     list_page = _blocking(Operations.list_page)
 
     def list(

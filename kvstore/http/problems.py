@@ -6,6 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from kvstore.errors import (
+    Conflict,
     InvalidRequest,
     KvError,
     PreconditionFailed,
@@ -25,6 +26,7 @@ STATUS_BY_ERROR: tuple[tuple[type[KvError], int], ...] = (
     (ValueTooLarge, 413),
     (InvalidRequest, 400),
     (PreconditionFailed, 412),
+    (Conflict, 409),
     (ShardError, 503),
     (SchemaError, 503),
 )

@@ -201,6 +201,10 @@ def test_kv_round_trip_through_a_real_server(kv_server: ServerProcess) -> None:
     assert strong.returncode == 0 and strong.stdout == value
     assert kv("ttl", "bin/blob").stdout.decode().strip() == "persistent"
     assert kv("list", "bin/").stdout == b"bin/blob\n"
+    assert (kv("incr", "n").stdout, kv("incr", "n", "--by", "-3").stdout) == (b"1\n", b"-2\n")
+    not_a_number = kv("incr", "bin/blob")
+    assert not_a_number.returncode == 1 and not_a_number.stderr.decode().startswith("409 ")
+    kv("delete", "n")
     listed = [json.loads(line) for line in kv("list", "--json", "--reverse").stdout.splitlines()]
     assert [entry["key"] for entry in listed] == ["dir/../odd key?.%", "bin/blob"]
 

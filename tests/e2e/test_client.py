@@ -53,6 +53,8 @@ def test_both_clients_on_every_backend(server: ServerProcess) -> None:
     async def from_tasks() -> bytes:
         async with AsyncClient(server.url) as kv:
             await asyncio.gather(*(kv.update(f"{key}/tasks", lambda c: b"%d" % (int(c or 0) + 1)) for _ in range(16)))
+            counted = await asyncio.gather(*(kv.incr(f"{key}/counter", by=3) for _ in range(16)))
+            assert max(count.value for count in counted) == 48
             assert await kv.delete(key) and not await kv.delete(key)
             return (await kv.get(f"{key}/tasks")).value
 

@@ -12,6 +12,7 @@ import pytest
 from kvstore.client import (
     AsyncClient,
     BadRequest,
+    Conflict,
     Entry,
     Forbidden,
     NotFound,
@@ -153,3 +154,20 @@ async def test_list_follows_cursors_in_byte_order_both_ways(kv: AsyncClient) -> 
     assert [item.key for item in (await kv.list_page(cursor=page.cursor, page_size=3)).items] == expected[3:6]
     with pytest.raises(BadRequest, match="cursor"):
         await kv.list_page(cursor="forged")
+
+
+async def test_incr_counts_atomically_and_refuses_text(kv: AsyncClient) -> None:
+    assert (await kv.incr("n/hits")).value == 1
+    await kv.expire("n/hits", 60)
+    counted = await kv.incr("n/hits", by=-5)
+    assert counted.value == -4 and counted.expires_at_ms is not None, "an increment keeps the expiry"
+    results = await asyncio.gather(*(kv.incr("n/hits", by=2) for _ in range(20)))
+    assert sorted(result.value for result in results) == list(range(-2, 38, 2))
+    assert (await kv.get("n/hits")).value == b"36"
+    await kv.put("n/text", b"ten")
+    with pytest.raises(Conflict) as conflict:
+        await kv.incr("n/text")
+    assert conflict.value.status == 409
+    await kv.put("n/big", str(2**63 - 1))
+    with pytest.raises(Conflict):
+        await kv.incr("n/big")
