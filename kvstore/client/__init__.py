@@ -14,6 +14,7 @@
 """
 
 from kvstore.client.aio import AsyncClient
+from kvstore.client.batch import Delete, Get, Incr, Put
 from kvstore.client.errors import (
     BadRequest,
     ClientError,
@@ -27,7 +28,7 @@ from kvstore.client.errors import (
     ValueTooLarge,
     WriteOutcomeUnknown,
 )
-from kvstore.client.results import CounterValue, Entry, Item, Page, Written
+from kvstore.client.results import CounterValue, Entry, Item, OpResult, Page, Written
 from kvstore.client.retries import NO_RETRIES, RetryPolicy
 from kvstore.client.sync import Client
 
@@ -39,12 +40,17 @@ __all__ = [
     "ClientError",
     "Conflict",
     "CounterValue",
+    "Delete",
     "Entry",
     "Forbidden",
+    "Get",
+    "Incr",
     "Item",
     "NotFound",
+    "OpResult",
     "Page",
     "PreconditionFailed",
+    "Put",
     "RetryPolicy",
     "ServerError",
     "Unauthorized",

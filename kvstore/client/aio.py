@@ -62,6 +62,7 @@ class AsyncClient:
     ttl = _awaitable(Operations.ttl)
     update = _awaitable(Operations.update)
     incr = _awaitable(Operations.incr)
+    batch = _awaitable(Operations.batch)
     list_page = _awaitable(Operations.list_page)
 
     async def list(

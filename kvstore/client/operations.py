@@ -7,17 +7,19 @@ retries, the session's tokens and the compare-and-set loop are written here once
 """
 
 import copy
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
+import orjson
 
 from kvstore import __version__
 from kvstore.client import protocol
+from kvstore.client.batch import Op, is_write
 from kvstore.client.errors import ClientError, NotFound, PreconditionFailed, Unavailable, WriteOutcomeUnknown
 from kvstore.client.protocol import Version
-from kvstore.client.results import CounterValue, Entry, Page, Written
+from kvstore.client.results import CounterValue, Entry, OpResult, Page, Written
 from kvstore.client.retries import RetryPolicy
 from kvstore.client.session import ReadAfterTokens
 
@@ -181,6 +183,29 @@ class Operations:
         request = self._request("GET", protocol.LIST_PATH, params=params, headers=headers)
         return protocol.page_from((yield from self._exchange(request, write=False)))
 
+    def batch(self, ops: Sequence[Op]) -> Operation[list[OpResult]]:
+        """Many keys' ``Get``, ``Put``, ``Delete`` and ``Incr`` in one request, each answered as its
+        single-key request would be, in order, with its error in its result rather than raised (a
+        batch is not atomic: one op failing stops none of the others). Retried as a whole only when
+        it was certainly not applied, or when it only reads."""
+        if not ops:
+            return []
+        content = orjson.dumps({"ops": [op.document() for op in ops]})
+        headers = {"Content-Type": "application/json", **self._read_after()}
+        request = self._request("POST", protocol.BATCH_PATH, headers=headers, content=content)
+        keyed = [(op.key, is_write(op)) for op in ops]
+        if not any(writes for _, writes in keyed):
+            return protocol.batch_from((yield from self._exchange(request, write=False)), keyed)[0]
+        answered: list[list[OpResult]] = []
+
+        def tokens_of(response: httpx.Response) -> list[str]:
+            results, tokens = protocol.batch_from(response, keyed)
+            answered.append(results)
+            return tokens
+
+        yield from self._write(request, tokens_of)
+        return answered[0]
+
     def _touch(self, key: str, params: dict[str, str], version: Version | None) -> Operation[Written]:
         headers = {} if version is None else {"If-Match": protocol.if_match(version)}
         return protocol.written_from(
@@ -209,20 +234,22 @@ class Operations:
             extensions={"timeout": self.timeout.as_dict()},
         )
 
-    def _write(self, request: httpx.Request) -> Operation[httpx.Response]:
-        """A write, with its read-after token kept in a session (and, when its outcome is unknown,
-        the session's reads of its shard sent to the primary)."""
-        if self.tokens is None:
-            return (yield from self._exchange(request, write=True))
-        started = self.tokens.begin_write()
+    def _write(
+        self, request: httpx.Request, tokens_of: Callable[[httpx.Response], list[str]] = protocol.read_after_of
+    ) -> Operation[httpx.Response]:
+        """A write, with its read-after tokens (``tokens_of`` its answer) kept in a session, and,
+        when its outcome is unknown, the session's reads of its shard sent to the primary."""
+        started = None if self.tokens is None else self.tokens.begin_write()
         try:
             response = yield from self._exchange(request, write=True)
         except WriteOutcomeUnknown as error:
-            self.tokens.lose_track(error.shard)
+            if self.tokens is not None:
+                self.tokens.lose_track(error.shard)
             raise
-        token = response.headers.get(protocol.READ_AFTER)
-        if token is not None:
-            self.tokens.record(token, started)
+        tokens = tokens_of(response)
+        if self.tokens is not None and started is not None:
+            for token in dict.fromkeys(tokens):  # a batch's ops of one statement share theirs
+                self.tokens.record(token, started)
         return response
 
     def _exchange(self, request: httpx.Request, *, write: bool) -> Operation[httpx.Response]:

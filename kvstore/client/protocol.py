@@ -6,7 +6,7 @@ import binascii
 import contextlib
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -26,10 +26,11 @@ from kvstore.client.errors import (
     ValueTooLarge,
     WriteOutcomeUnknown,
 )
-from kvstore.client.results import CounterValue, Entry, Item, Page, Written, format_etag
+from kvstore.client.results import CounterValue, Entry, Item, OpResult, Page, Written, format_etag
 
 KEY_PREFIX = "/v1/kv/"
 LIST_PATH = "/v1/kv"
+BATCH_PATH = "/v1/batch"
 READ_AFTER = "Kv-Read-After"
 _ERRORS_BY_STATUS: dict[int, type[ClientError]] = {
     400: BadRequest,
@@ -116,6 +117,41 @@ def page_from(response: httpx.Response) -> Page:
     return Page(items, cursor if isinstance(cursor, str) else None)
 
 
+def batch_from(response: httpx.Response, ops: Sequence[tuple[str, bool]]) -> tuple[list[OpResult], list[str]]:
+    """Each op's result, in order, and the read-after tokens of the ops that wrote; ``ops`` are
+    the batch's ``(key, writes)``."""
+    body = _json(response)
+    request_id = response.headers.get("x-request-id")
+    try:
+        answers = body["results"]
+        if len(answers) != len(ops):
+            raise ValueError
+        results = [_op_result(answer, op, request_id) for answer, op in zip(answers, ops, strict=True)]
+        tokens = [answer["read_after"] for answer in answers if isinstance(answer.get("read_after"), str)]
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise _unexpected(response) from None
+    return results, tokens
+
+
+def _op_result(answer: Mapping[str, Any], op: tuple[str, bool], request_id: str | None) -> OpResult:
+    (key, writes), status = op, int(answer["status"])
+    if "error" in answer:
+        return OpResult(status, key, error=problem_error(status, answer["error"], write=writes, request_id=request_id))
+    value: bytes | int | None = None
+    if "value_b64" in answer:
+        value = base64.b64decode(answer["value_b64"], validate=True)
+    elif "value" in answer:
+        value = int(answer["value"])
+    version = answer.get("version")
+    return OpResult(status, key, None if version is None else int(version), answer.get("expires_at"), value)
+
+
+def read_after_of(response: httpx.Response) -> list[str]:
+    """A single-key write's read-after token (shards with replicas send one)."""
+    token = response.headers.get(READ_AFTER)
+    return [] if token is None else [token]
+
+
 def version_from(response: httpx.Response) -> int:
     etag = response.headers.get("etag", "")
     try:
@@ -139,14 +175,32 @@ def seconds_left(expires_at_ms: int | None) -> float | None:
 def error_from(response: httpx.Response, *, write: bool) -> ClientError:
     """The error for an answer of 400 or more. A 502/504 to a write came from a proxy that lost the
     server's answer: its outcome is unknown. A 503 from kvstore says so itself when it is."""
-    status = response.status_code
-    problem = _problem(response)
-    detail = str(problem.get("detail") or response.reason_phrase or status)
-    context: dict[str, Any] = {"status": status, "problem": problem, "request_id": response.headers.get("x-request-id")}
+    return problem_error(
+        response.status_code,
+        _problem(response),
+        write=write,
+        reason=response.reason_phrase,
+        retry_after=response.headers.get("retry-after"),
+        request_id=response.headers.get("x-request-id"),
+    )
+
+
+def problem_error(
+    status: int,
+    problem: Mapping[str, Any],
+    *,
+    write: bool,
+    reason: str = "",
+    retry_after: str | None = None,
+    request_id: str | None = None,
+) -> ClientError:
+    """The error for ``status`` and its problem document (a response's, or a batch op's)."""
+    detail = str(problem.get("detail") or reason or status)
+    context: dict[str, Any] = {"status": status, "problem": problem, "request_id": request_id}
     if status in _UNAVAILABLE:
         unknown = problem.get("write_outcome") == "unknown" or (write and status != 503)
         kind = WriteOutcomeUnknown if unknown else Unavailable
-        return kind(detail, retry_after_s=retry_after_s(response.headers.get("retry-after")), **context)
+        return kind(detail, retry_after_s=retry_after_s(retry_after), **context)
     return _ERRORS_BY_STATUS.get(status, ServerError)(detail, **context)
 
 

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from kvstore.client.errors import ClientError
+
 
 def format_etag(version: int) -> str:
     """The strong ETag the server sends for ``version``."""
@@ -66,3 +68,27 @@ class Page:
 
     items: list[Item]
     cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpResult:
+    """One op's answer: its single-key request's ``status``, the key's ``version`` and expiry after
+    it, ``value`` (bytes for a get, the new count for an incr), or the ``error`` that request would
+    raise (``NotFound``, ``PreconditionFailed``, ``Unavailable``, …)."""
+
+    status: int
+    key: str
+    version: int | None = None
+    expires_at_ms: int | None = None
+    value: bytes | int | None = None
+    error: ClientError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def result(self) -> "OpResult":
+        """This result, or its error raised."""
+        if self.error is not None:
+            raise self.error
+        return self

@@ -65,6 +65,7 @@ class Client:
     ttl = _blocking(Operations.ttl)
     update = _blocking(Operations.update)
     incr = _blocking(Operations.incr)
+    batch = _blocking(Operations.batch)
     list_page = _blocking(Operations.list_page)
 
     def list(

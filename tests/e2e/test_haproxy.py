@@ -134,7 +134,6 @@ async def test_stopping_a_front_end_under_load_costs_no_client_error(
         done.set()
         return in_flight
 
-    started = time.monotonic()
     *_, in_flight = await asyncio.gather(*(client_loop(worker) for worker in range(WORKERS)), stop_one())
     assert stopped.process is not None and stopped.process.returncode in (0, -signal.SIGTERM), stopped.log()
     assert "Application shutdown complete" in stopped.log()
@@ -144,4 +143,3 @@ async def test_stopping_a_front_end_under_load_costs_no_client_error(
     async with httpx.AsyncClient(base_url=kept.url) as client:
         for key, value in acknowledged.items():
             assert (await client.get(f"/v1/kv/{key}")).content == value, "an acknowledged write was lost"
-    assert time.monotonic() - started < 15
