@@ -14,9 +14,10 @@ import asyncio
 import functools
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from kvstore import listing, metrics, moving
 from kvstore.backends.base import INTEGER_PATTERN, Node, Put, Row
@@ -24,6 +25,7 @@ from kvstore.batching import Attempt
 from kvstore.conditions import Precondition
 from kvstore.errors import Conflict, ShardError, ShardTimeout, ShardUnavailable, WriteOutcomeUnknown
 from kvstore.listing import ListQuery, Page
+from kvstore.operations import DeleteOp, GetOp, IncrOp, Op, Outcome, PutOp, is_write
 from kvstore.positions import encode_read_after, position_for, positions_by_shard
 from kvstore.router import Route, Router
 from kvstore.shard import Shard
@@ -140,7 +142,7 @@ class KeyValueStore:
             raise ShardUnavailable(route.owner.name, write_pause_detail(route.writes_paused_by))
         return route
 
-    async def list(self, query: ListQuery, *, strong: bool = False, read_after: str | None = None) -> Page:
+    async def list_keys(self, query: ListQuery, *, strong: bool = False, read_after: str | None = None) -> Page:
         """One page of keys in byte order (``listing.py``), read like GET: from replicas unless
         ``strong``, and with ``read_after`` from nodes that have replayed that write."""
         topology = self.router.routing_topology()
@@ -148,6 +150,138 @@ class KeyValueStore:
         shards = self.router.shards
         call = functools.partial(listing.list_page, topology, shards, query, strong=strong, read_after=positions)
         return await self._within_deadline(",".join(topology.ring.names), None, call)
+
+    async def batch(self, ops: Sequence[Op], *, strong: bool = False, read_after: str | None = None) -> list[Outcome]:
+        """Each op as its single-key request would run, answered one by one; not atomic across ops.
+
+        Ops on the same key apply in their order: the batch runs in rounds, the n-th op on each key
+        in round n (one round when the keys are distinct). Within a round the ops are grouped per
+        shard and kind: the GETs of a node are one statement, the unconditional PUTs one multi-row
+        upsert, the unconditional DELETEs one statement (per ``batch_max_keys``); a conditional
+        write or an increment is its own statement, as it is alone. The batch shares one request
+        deadline; an op it did not reach fails alone, and a shard that fails fails only its ops.
+        """
+        positions = None if read_after is None else positions_by_shard(read_after)
+        outcomes: list[Outcome | None] = [None] * len(ops)
+        attempts = [Attempt() for _ in ops]
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                for indices in _rounds(ops):
+                    await self._batch_round(ops, indices, outcomes, attempts, strong, positions)
+        except TimeoutError:
+            for index, outcome in enumerate(outcomes):
+                if outcome is None:
+                    shard = self.router.topology.place(ops[index].key).owner
+                    attempt = attempts[index] if is_write(ops[index]) else None
+                    outcomes[index] = Outcome(error=self._deadline_passed(shard, attempt))
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _batch_round(
+        self,
+        ops: Sequence[Op],
+        indices: list[int],
+        outcomes: list[Outcome | None],
+        attempts: list[Attempt],
+        strong: bool,
+        positions: Mapping[str, str] | None,
+    ) -> None:
+        # By shard name (a Shard is mutable, hence not hashable): (kind, owner, source) and (owner, source).
+        groups: dict[tuple[str, str, str | None], list[int]] = defaultdict(list)
+        solos: list[tuple[int, Route]] = []
+        pulls: dict[tuple[str, str], list[int]] = defaultdict(list)
+        shards = self.router.shards
+        for index in indices:
+            op, route = ops[index], self.router.route(ops[index].key)
+            if isinstance(op, GetOp):
+                groups["get", route.owner.name, None if route.fallback is None else route.fallback.name].append(index)
+                continue
+            if route.writes_paused_by is not None:
+                detail = write_pause_detail(route.writes_paused_by)
+                outcomes[index] = Outcome(error=ShardUnavailable(route.owner.name, detail))
+                continue
+            if route.fallback is not None:
+                pulls[route.owner.name, route.fallback.name].append(index)
+            if isinstance(op, PutOp | DeleteOp) and not op.precondition.is_conditional:
+                groups["put" if isinstance(op, PutOp) else "delete", route.owner.name, None].append(index)
+            else:
+                solos.append((index, route))
+
+        async def pull(owner: str, source: str, members: list[int]) -> None:
+            try:
+                await moving.pull(shards[owner].primary, shards[source].primary, [ops[index].key for index in members])
+            except Exception as error:
+                for index in members:
+                    outcomes[index] = Outcome(error=error)
+
+        await asyncio.gather(*(pull(owner, source, members) for (owner, source), members in pulls.items()))
+
+        async def group(kind: str, name: str, source_name: str | None, members: list[int]) -> None:
+            members = [index for index in members if outcomes[index] is None]  # a failed pull fails its writes
+            if not members:
+                return
+            shard, source = shards[name], None if source_name is None else shards[source_name]
+            keys = [ops[index].key for index in members]
+            started = time.perf_counter()
+            try:
+                if kind == "get":
+                    await self._batch_get(shard, source, keys, members, outcomes, strong, positions)
+                elif kind == "put":
+                    puts = [
+                        Put(op.key, op.value, op.ttl_ms) for index in members if isinstance(op := ops[index], PutOp)
+                    ]
+                    answers = await shard.put_many(puts, [attempts[index] for index in members])
+                    for index, answer in zip(members, answers, strict=True):
+                        outcomes[index] = _answered(answer, shard, lambda result: Outcome(result[0], created=result[1]))
+                else:
+                    answers = await shard.delete_many(keys, [attempts[index] for index in members])
+                    for index, answer in zip(members, answers, strict=True):
+                        outcomes[index] = _answered(answer, shard, lambda deleted: Outcome(found=deleted))
+            except Exception as error:
+                for index in members:
+                    outcomes[index] = Outcome(error=error)
+            metrics.record_shard_query(shard.name, f"batch_{kind}", time.perf_counter() - started)
+
+        async def solo(index: int, route: Route) -> None:
+            if outcomes[index] is not None:
+                return
+            try:
+                outcomes[index] = await _write_one(ops[index], route.owner, attempts[index])
+            except Exception as error:
+                outcomes[index] = Outcome(error=error)
+
+        await asyncio.gather(
+            *(group(kind, shard, source, members) for (kind, shard, source), members in groups.items()),
+            *(solo(index, route) for index, route in solos),
+        )
+
+    async def _batch_get(
+        self,
+        shard: Shard,
+        source: Shard | None,
+        keys: list[str],
+        members: list[int],
+        outcomes: list[Outcome | None],
+        strong: bool,
+        positions: Mapping[str, str] | None,
+    ) -> None:
+        if source is not None:
+            rows = await moving.read(shard.primary, source.primary, keys)
+        else:
+            position = None if positions is None else positions.get(shard.name)
+            strong = strong or (positions is not None and position is None)
+            rows = await shard.read_many(keys, strong=strong, after_position=position)
+        for index, key in zip(members, keys, strict=True):
+            row = rows.get(key)
+            outcomes[index] = Outcome(row, found=row is not None)
+
+    def _deadline_passed(self, shard: str, attempt: Attempt | None) -> ShardError:
+        """A write whose statement was sent may have been applied: its outcome is unknown."""
+        detail = f"no answer within {self.request_timeout_s:g} s"
+        if attempt is not None and attempt.sent:
+            return WriteOutcomeUnknown(shard, detail + "; the write may have been applied")
+        if attempt is not None:
+            detail += "; the write was not applied"
+        return ShardTimeout(shard, detail)
 
     async def _run(self, shard: Shard, op: str, attempt: Attempt | None, call: Callable[[], Awaitable[T]]) -> T:
         """``call`` within the request deadline, with the shard's query metrics."""
@@ -167,12 +301,45 @@ class KeyValueStore:
             async with asyncio.timeout(self.request_timeout_s):
                 return await call()
         except TimeoutError:
-            detail = f"no answer within {self.request_timeout_s:g} s"
-            if attempt is not None and attempt.sent:
-                raise WriteOutcomeUnknown(shards, detail + "; the write may have been applied") from None
-            if attempt is not None:
-                detail += "; the write was not applied"
-            raise ShardTimeout(shards, detail) from None
+            raise self._deadline_passed(shards, attempt) from None
+
+
+def _rounds(ops: Sequence[Op]) -> list[list[int]]:
+    """Op indices by round: the n-th op on each key goes in round n."""
+    seen: dict[str, int] = defaultdict(int)
+    rounds: list[list[int]] = []
+    for index, op in enumerate(ops):
+        turn = seen[op.key]
+        seen[op.key] += 1
+        if turn == len(rounds):
+            rounds.append([])
+        rounds[turn].append(index)
+    return rounds
+
+
+def _answered(answer: Any, shard: Shard, outcome: Callable[[Any], Outcome]) -> Outcome:
+    """A lane's answer for one write of a batch: ``(result, position)``, or the exception."""
+    if isinstance(answer, BaseException):
+        return Outcome(error=answer if isinstance(answer, Exception) else ShardUnavailable(shard.name, "cancelled"))
+    result, position = answer
+    return replace(outcome(result), read_after=_token(shard, position))
+
+
+async def _write_one(op: Op, shard: Shard, attempt: Attempt) -> Outcome:
+    """A batch's write that is its own statement: conditional, or an increment."""
+    if isinstance(op, IncrOp):
+        row, position = await shard.write(op.key, attempt, functools.partial(increment, key=op.key, by=op.by))
+        return Outcome(row, read_after=_token(shard, position))
+    if isinstance(op, PutOp):
+        call = functools.partial(_put_conditionally, key=op.key, value=op.value, ttl_ms=op.ttl_ms, when=op.precondition)
+        (row, created), position = await shard.write(op.key, attempt, call)
+        return Outcome(row, created=created, read_after=_token(shard, position))
+    assert isinstance(op, DeleteOp)
+    change = functools.partial(_soft_delete, key=op.key, if_version=op.precondition.if_version)
+    deleted, position = await shard.write(op.key, attempt, change)
+    if not deleted:
+        raise op.precondition.failure()
+    return Outcome(found=True, read_after=_token(shard, position))
 
 
 def _token(shard: Shard, position: str | None) -> str | None:

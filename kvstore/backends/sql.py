@@ -20,7 +20,7 @@ import random
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from kvstore.backends.base import (
     PERSISTENT_TTL,
@@ -31,13 +31,11 @@ from kvstore.backends.base import (
     ReplicaState,
     Row,
     StoredRow,
-    SweeperLock,
     TableStats,
 )
-from kvstore.errors import SchemaError, ShardError, ShardTimeout, ShardUnavailable, describe
+from kvstore.errors import SchemaError, ShardError, ShardTimeout
 
 Params = Sequence[Any]
-Session = TypeVar("Session")
 _PUT_ATTEMPTS = 16
 # Where the engine's row estimate is missing or at most this, ``table_stats`` counts instead:
 # counting this many rows takes milliseconds, while a fresh PostgreSQL table has no estimate
@@ -566,68 +564,3 @@ def sweep_slot(ttl_ms: int | None) -> int | None:
     not move its index entry.
     """
     return None if ttl_ms is None else _random_slot()
-
-
-class SessionLock(SweeperLock, Generic[Session]):
-    """A sweeper lock held by a database session of its own (PostgreSQL advisory lock, MySQL ``GET_LOCK``).
-
-    The session is kept between bursts of sweeping, so taking the lock again costs one round trip,
-    not a connection; the server drops the lock with the session, however its holder dies. A
-    driver supplies the session primitives below.
-    """
-
-    driver_errors: tuple[type[BaseException], ...]  # a lost connection or a failed statement
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-        self._session: Session | None = None
-        self._held = False
-
-    async def acquire(self) -> bool:
-        if self.held():
-            return True
-        try:
-            if self._session is None or self._closed(self._session):
-                self._session = await self._connect()
-            self._held = await self._try_lock(self._session)
-        except BaseException as error:
-            await self.close()  # cancelled or failed mid-statement: the session's state is unknown
-            if isinstance(error, self.driver_errors):
-                raise self._node.failure(ShardUnavailable, f"sweeper lock: {describe(error)}") from None
-            raise
-        return self._held
-
-    def held(self) -> bool:
-        return self._held and self._session is not None and not self._closed(self._session)
-
-    async def release(self) -> None:
-        if not self.held() or self._session is None:
-            self._held = False
-            return
-        self._held = False
-        try:
-            await self._unlock(self._session)
-        except BaseException as error:
-            await self.close()  # closing the session releases the lock just as well
-            if not isinstance(error, self.driver_errors):
-                raise
-
-    async def close(self) -> None:
-        if self._session is not None:
-            self._drop(self._session)
-        self._session, self._held = None, False
-
-    @abstractmethod
-    async def _connect(self) -> Session: ...
-
-    @abstractmethod
-    async def _try_lock(self, session: Session) -> bool: ...
-
-    @abstractmethod
-    async def _unlock(self, session: Session) -> None: ...
-
-    @abstractmethod
-    def _closed(self, session: Session) -> bool: ...
-
-    @abstractmethod
-    def _drop(self, session: Session) -> None: ...

@@ -25,7 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kvstore import metrics
 from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError
-from kvstore.http.endpoints import HEALTHZ, KEYS, LIST, METRICS, OPENAPI, READYZ
+from kvstore.http.batch import BatchRoute
+from kvstore.http.endpoints import BATCH, HEALTHZ, KEYS, LIST, METRICS, OPENAPI, READYZ
 from kvstore.http.front import Front
 from kvstore.http.kv import KeyRoute
 from kvstore.http.listing import ListRoute
@@ -212,7 +213,11 @@ def create_app(settings: Settings) -> ASGIApp:
     # The front passes the lifespan through to Starlette; only that scope needs the quieting.
     return Front(
         QuietStartFailure(app, lifecycle),
-        {KEYS: KeyRoute(store, server.max_value_bytes), LIST: ListRoute(store)},
+        {
+            KEYS: KeyRoute(store, server.max_value_bytes),
+            LIST: ListRoute(store),
+            BATCH: BatchRoute(store, server.max_value_bytes, settings.tokens),
+        },
         tokens=settings.tokens,
         max_in_flight=server.max_in_flight,
         retry_after_s=server.retry_after_s,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kvstore.client import AsyncClient, Client, RetryPolicy, Unavailable
+from kvstore.client import AsyncClient, Client, Get, Incr, Put, RetryPolicy, Unavailable
 from tests.support.server import ServerProcess, write_config
 
 README = Path(__file__).parents[2] / "README.md"
@@ -89,7 +89,7 @@ def test_a_shed_request_is_retried_after_retry_after(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_list_across_shards_on_every_backend(server: ServerProcess) -> None:
+def test_list_and_batch_across_shards_on_every_backend(server: ServerProcess) -> None:
     prefix = f"list/{time.monotonic_ns()}/"
     keys = [f"{prefix}{index:03d}" for index in range(30)]
     with Client(server.url) as kv:
@@ -100,3 +100,6 @@ def test_list_across_shards_on_every_backend(server: ServerProcess) -> None:
         assert [(item.key, item.value) for item in newest][:2] == [(keys[-1], b"029"), (keys[-2], b"028")]
         kv.delete(keys[0])
         assert next(iter(kv.list(prefix))).key == keys[1]
+        fetched = kv.batch([Get(key) for key in keys] + [Put(f"{prefix}new", b"n"), Incr(f"{prefix}n")])
+        assert [result.value for result in fetched[:3]] == [None, b"001", b"002"]
+        assert [result.status for result in fetched[-2:]] == [201, 200] and fetched[0].status == 404

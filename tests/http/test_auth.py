@@ -46,3 +46,14 @@ async def test_scopes_nest_read_write_admin(secured: httpx.AsyncClient) -> None:
     assert (await secured.delete("/v1/kv/k", headers=bearer(ADMIN))).status_code == 204
     for open_path in ("/healthz", "/readyz", "/openapi.json"):
         assert (await secured.get(open_path)).status_code == 200
+
+
+async def test_a_batch_needs_write_scope_only_when_it_writes(secured: httpx.AsyncClient) -> None:
+    reads = {"ops": [{"op": "get", "key": "k"}]}
+    assert (await secured.post("/v1/batch", json=reads, headers=bearer(READER))).status_code == 200
+    assert (await secured.post("/v1/batch", json=reads)).status_code == 401
+    writes = {"ops": [{"op": "get", "key": "k"}, {"op": "incr", "key": "n"}]}
+    refused = await secured.post("/v1/batch", json=writes, headers=bearer(READER))
+    assert refused.status_code == 403 and "'write' is required" in refused.json()["detail"]
+    assert (await secured.post("/v1/batch", json=writes, headers=bearer(WRITER))).status_code == 200
+    assert (await secured.get("/v1/kv/n", headers=bearer(READER))).content == b"1"  # only the writer's ran

@@ -13,10 +13,14 @@ from kvstore.client import (
     AsyncClient,
     BadRequest,
     Conflict,
+    Delete,
     Entry,
     Forbidden,
+    Get,
+    Incr,
     NotFound,
     PreconditionFailed,
+    Put,
     Unauthorized,
     ValueTooLarge,
 )
@@ -171,3 +175,30 @@ async def test_incr_counts_atomically_and_refuses_text(kv: AsyncClient) -> None:
     await kv.put("n/big", str(2**63 - 1))
     with pytest.raises(Conflict):
         await kv.incr("n/big")
+
+
+async def test_batch_answers_each_op_as_its_own_request(kv: AsyncClient) -> None:
+    await kv.put("b/old", b"old")
+    await kv.put("b/text", b"ten")
+    results = await kv.batch(
+        [
+            Put("b/new", "fresh", ttl=30),
+            Get("b/old"),
+            Get("b/missing"),
+            Delete("b/old", if_match=1),
+            Incr("b/n", by=3),
+            Incr("b/text"),
+            Put("b/new", b"again", if_absent=True),
+            Get("b/new"),
+        ]
+    )
+    assert [result.status for result in results] == [201, 200, 404, 412, 200, 409, 412, 200]
+    created, old, missing, stale, counted, text, taken, read = results
+    assert created.ok and created.expires_at_ms is not None and created.version
+    assert old.value == b"old" and counted.value == 3 and read.value == b"fresh"
+    assert isinstance(missing.error, NotFound) and isinstance(stale.error, PreconditionFailed)
+    assert isinstance(text.error, Conflict) and isinstance(taken.error, PreconditionFailed)
+    with pytest.raises(NotFound):
+        missing.result()
+    assert read.result() is read
+    assert await kv.batch([]) == []

@@ -16,6 +16,8 @@ import pytest
 from kvstore.client import (
     AsyncClient,
     Client,
+    Get,
+    Put,
     RetryPolicy,
     ServerError,
     Unavailable,
@@ -176,3 +178,28 @@ def test_retry_after_as_seconds_or_a_date() -> None:
     assert retry_after_s(None) is None and retry_after_s("soon") is None
     in_ten = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 10))
     assert 8 < (retry_after_s(in_ten) or 0) <= 10
+
+
+def batch_answer(*results: dict[str, object]) -> httpx.Response:
+    return httpx.Response(200, json={"results": list(results)})
+
+
+def test_a_batch_is_retried_only_when_it_reads_or_was_not_applied() -> None:
+    got = {"status": 200, "key": "k", "version": 7, "expires_at": None, "value_b64": "dg=="}
+    kv, sent = client(reset(), batch_answer(got))
+    assert kv.batch([Get("k")])[0].value == b"v"
+    assert len(sent) == 2
+    kv, sent = client(reset(), batch_answer(got))
+    with pytest.raises(WriteOutcomeUnknown):
+        kv.batch([Get("k"), Put("k", b"v")])
+    assert len(sent) == 1
+    kv, sent = client(unavailable(), batch_answer(got, {"status": 201, "key": "k", "version": 8, "expires_at": None}))
+    assert [result.status for result in kv.batch([Get("k"), Put("k", b"v")])] == [200, 201]
+    assert len(sent) == 2
+
+
+def test_a_batch_ops_unknown_outcome_is_its_error() -> None:
+    problem = {"status": 503, "detail": "shard s0: no answer", "shard": "s0", "write_outcome": "unknown"}
+    kv, _ = client(batch_answer({"status": 503, "key": "k", "error": problem}))
+    (result,) = kv.batch([Put("k", b"v")])
+    assert isinstance(result.error, WriteOutcomeUnknown) and result.error.shard == "s0" and not result.ok
