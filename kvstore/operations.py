@@ -7,7 +7,7 @@ request would have answered.
 
 from dataclasses import dataclass, field
 
-from kvstore.backends.base import Row
+from kvstore.backends.base import Row, StoredRow
 from kvstore.conditions import Precondition
 from kvstore.errors import KvError
 
@@ -55,3 +55,34 @@ class Outcome:
 
 def is_write(op: Op) -> bool:
     return not isinstance(op, GetOp)
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A transaction's condition on one key: its live version is ``version``, or it is ``live``
+    (True: exists, False: absent)."""
+
+    key: str
+    version: int | None = None
+    live: bool | None = None
+
+    def holds(self, row: "StoredRow | None") -> bool:
+        is_live = row is not None and row.live
+        if self.version is not None:
+            return is_live and row is not None and row.version == self.version
+        return is_live == self.live
+
+
+class OpFailed(KvError):
+    """A transaction op failed (a precondition, a counter): the whole transaction rolled back."""
+
+    def __init__(self, branch: str, index: int, op: Op, error: KvError) -> None:
+        kind = type(op).__name__.removesuffix("Op").lower()
+        super().__init__(f"op {index} of the {branch} branch ({kind} {op.key!r}): {error}; nothing was applied")
+        self.branch, self.index, self.error = branch, index, error
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool  # whether every compare held (the success branch ran)
+    outcomes: list[Outcome]

@@ -108,14 +108,14 @@ class Shard:
             return row, created, position
         attempt.sent = True
         row, created = await self.primary.put(write.key, write.value, write.ttl_ms)
-        return row, created, await self._position()
+        return row, created, await self.position()
 
     async def delete(self, key: str, attempt: Attempt) -> tuple[bool, str | None]:
         """An unconditional soft delete on the primary: ``(was live, replication position)``."""
         if self.lanes.writes is not None:
             return await self.lanes.writes.delete(key, attempt)
         attempt.sent = True
-        return await self.primary.soft_delete(key, None), await self._position()
+        return await self.primary.soft_delete(key, None), await self.position()
 
     async def put_many(self, writes: Sequence[Put], attempts: Sequence[Attempt]) -> list[Any]:
         """Unconditional PUTs of a client's batch (keys distinct): per write ``((row, created),
@@ -126,7 +126,7 @@ class Shard:
             attempt.sent = True
         try:
             rows = await self.primary.put_many(sorted(writes, key=lambda write: write.key))
-            position = await self._position()
+            position = await self.position()
         except Exception as error:  # one answer for every write: the statement was all or nothing
             return [error] * len(writes)
         by_key = {write.key: row for write, row in zip(sorted(writes, key=lambda write: write.key), rows, strict=True)}
@@ -141,7 +141,7 @@ class Shard:
             attempt.sent = True
         try:
             deleted = await self.primary.delete_many(sorted(keys))
-            position = await self._position()
+            position = await self.position()
         except Exception as error:
             return [error] * len(keys)
         return [(key in deleted, position) for key in keys]
@@ -151,9 +151,10 @@ class Shard:
         if self.lanes.writes is not None:
             return await self.lanes.writes.run(key, attempt, call)
         attempt.sent = True
-        return await call(self.primary), await self._position()
+        return await call(self.primary), await self.position()
 
-    async def _position(self) -> str | None:
+    async def position(self) -> str | None:
+        """The primary's replication position now (for read-after tokens); None without replicas."""
         return None if self.replicas is None else await self.primary.replication_position()
 
     async def read_many(self, keys: Sequence[str], *, strong: bool, after_position: str | None) -> dict[str, Row]:

@@ -23,9 +23,17 @@ from kvstore import listing, metrics, moving
 from kvstore.backends.base import INTEGER_PATTERN, Node, Put, Row
 from kvstore.batching import Attempt
 from kvstore.conditions import Precondition
-from kvstore.errors import Conflict, ShardError, ShardTimeout, ShardUnavailable, WriteOutcomeUnknown
+from kvstore.errors import (
+    Conflict,
+    CrossShard,
+    PreconditionFailed,
+    ShardError,
+    ShardTimeout,
+    ShardUnavailable,
+    WriteOutcomeUnknown,
+)
 from kvstore.listing import ListQuery, Page
-from kvstore.operations import DeleteOp, GetOp, IncrOp, Op, Outcome, PutOp, is_write
+from kvstore.operations import Compare, DeleteOp, GetOp, IncrOp, Op, OpFailed, Outcome, PutOp, TxnResult, is_write
 from kvstore.positions import encode_read_after, position_for, positions_by_shard
 from kvstore.router import Route, Router
 from kvstore.shard import Shard
@@ -175,6 +183,48 @@ class KeyValueStore:
                     attempt = attempts[index] if is_write(ops[index]) else None
                     outcomes[index] = Outcome(error=self._deadline_passed(shard, attempt))
         return [outcome for outcome in outcomes if outcome is not None]
+
+    async def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]) -> TxnResult:
+        """etcd's transaction: if every compare holds, the success ops, else the failure ops, in
+        one database transaction on the one shard that holds every key named. The compared keys
+        are locked first (``Node.lock_rows``), so nothing changes them between the compare and
+        the ops. An op that fails (a precondition, a counter) rolls everything back (OpFailed)."""
+        keys = [compare.key for compare in compares] + [op.key for op in (*success, *failure)]
+        routes = {key: self.router.route(key) for key in keys}
+        owners: dict[str, list[str]] = defaultdict(list)
+        for key, route in routes.items():
+            owners[route.owner.name].append(key)
+        if len(owners) > 1:
+            raise CrossShard(owners)
+        shard = next(iter(routes.values())).owner
+        writes = {op.key for op in (*success, *failure) if is_write(op)}
+        for key in writes:
+            if (paused := routes[key].writes_paused_by) is not None:
+                raise ShardUnavailable(shard.name, write_pause_detail(paused))
+        attempt = Attempt()
+
+        async def run() -> TxnResult:
+            sources: dict[str, list[str]] = defaultdict(list)  # moving keys by the shard they come from
+            for key, route in routes.items():
+                if route.fallback is not None:
+                    sources[route.fallback.name].append(key)
+            for source, moving_keys in sources.items():
+                await moving.pull(shard.primary, self.router.shards[source].primary, moving_keys)
+            attempt.sent = True
+            async with shard.primary.transaction() as tx:
+                locked = {row.key: row for row in await tx.lock_rows([compare.key for compare in compares])}
+                succeeded = all(compare.holds(locked.get(compare.key)) for compare in compares)
+                branch, ops = ("success", success) if succeeded else ("failure", failure)
+                outcomes = []
+                for index, op in enumerate(ops):
+                    try:
+                        outcomes.append(await apply(tx, op))
+                    except (PreconditionFailed, Conflict) as error:
+                        raise OpFailed(branch, index, op, error) from None
+            token = _token(shard, await shard.position()) if any(is_write(op) for op in ops) else None
+            return TxnResult(succeeded, [replace(outcome, read_after=token) for outcome in outcomes])
+
+        return await self._run(shard, "txn", attempt, run)
 
     async def _batch_round(
         self,
@@ -326,20 +376,30 @@ def _answered(answer: Any, shard: Shard, outcome: Callable[[Any], Outcome]) -> O
 
 
 async def _write_one(op: Op, shard: Shard, attempt: Attempt) -> Outcome:
-    """A batch's write that is its own statement: conditional, or an increment."""
+    """A batch's write that is its own statement (conditional, or an increment), in its key's turn."""
+    outcome, position = await shard.write(op.key, attempt, functools.partial(apply, op=op))
+    return replace(outcome, read_after=_token(shard, position))
+
+
+async def apply(node: Node, op: Op) -> Outcome:
+    """One op on ``node`` as its single-key request runs it; raises PreconditionFailed or Conflict."""
+    if isinstance(op, GetOp):
+        row = await node.get(op.key)
+        return Outcome(row, found=row is not None)
     if isinstance(op, IncrOp):
-        row, position = await shard.write(op.key, attempt, functools.partial(increment, key=op.key, by=op.by))
-        return Outcome(row, read_after=_token(shard, position))
+        return Outcome(await increment(node, key=op.key, by=op.by))
     if isinstance(op, PutOp):
-        call = functools.partial(_put_conditionally, key=op.key, value=op.value, ttl_ms=op.ttl_ms, when=op.precondition)
-        (row, created), position = await shard.write(op.key, attempt, call)
-        return Outcome(row, created=created, read_after=_token(shard, position))
-    assert isinstance(op, DeleteOp)
-    change = functools.partial(_soft_delete, key=op.key, if_version=op.precondition.if_version)
-    deleted, position = await shard.write(op.key, attempt, change)
-    if not deleted:
+        if not op.precondition.is_conditional:
+            row, created = await node.put(op.key, op.value, op.ttl_ms)
+        else:
+            row, created = await _put_conditionally(
+                node, key=op.key, value=op.value, ttl_ms=op.ttl_ms, when=op.precondition
+            )
+        return Outcome(row, created=created)
+    deleted = await _soft_delete(node, key=op.key, if_version=op.precondition.if_version)
+    if not deleted and op.precondition.is_conditional:
         raise op.precondition.failure()
-    return Outcome(found=True, read_after=_token(shard, position))
+    return Outcome(found=deleted)
 
 
 def _token(shard: Shard, position: str | None) -> str | None:

@@ -40,6 +40,7 @@ from kvstore.errors import ShardTimeout, describe
 
 DIALECT = Dialect(
     name="mysql",
+    begin="START TRANSACTION",
     key_column="`key`",
     now_ms="CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
     now_us="CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)",
@@ -312,6 +313,10 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
 
     def _terminate(self, connection: aiomysql.Connection) -> None:
         connection.close()
+
+    async def _execute(self, connection: aiomysql.Connection, sql: str) -> None:
+        async with connection.cursor() as cursor:
+            await cursor.execute(sql)
 
     async def _fetch_value(self, connection: aiomysql.Connection, sql: str, params: Params) -> Any:
         async with connection.cursor() as cursor:

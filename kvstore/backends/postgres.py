@@ -175,6 +175,9 @@ class PostgresNode(ServerNode[asyncpg.Connection]):
         with contextlib.suppress(asyncpg.InterfaceError):
             connection.terminate()
 
+    async def _execute(self, connection: asyncpg.Connection, sql: str) -> None:
+        await connection.execute(sql)
+
     async def _fetch_value(self, connection: asyncpg.Connection, sql: str, params: Params) -> Any:
         return await connection.fetchval(sql, *params)
 

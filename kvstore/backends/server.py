@@ -17,6 +17,8 @@ error map — and this core does the rest, the same way for every engine::
 """
 
 import asyncio
+import contextlib
+import copy
 from abc import abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -73,6 +75,10 @@ class ServerNode(SqlNode, Generic[C]):
         """Close at once, without a round trip; never raises."""
 
     @abstractmethod
+    async def _execute(self, connection: C, sql: str) -> None:
+        """Run a statement that returns nothing (BEGIN, COMMIT, ROLLBACK)."""
+
+    @abstractmethod
     async def _fetch_value(self, connection: C, sql: str, params: Params) -> Any:
         """The first column of the first row of a read (the sweeper lock's statements)."""
 
@@ -118,9 +124,29 @@ class ServerNode(SqlNode, Generic[C]):
     def cannot_connect(self, error: BaseException) -> ShardUnavailable:
         return self.failure(ShardUnavailable, f"cannot connect: {describe(error)}")
 
+    _pinned: C | None = None  # set on the node ``transaction`` hands out: every statement runs on it
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator["ServerNode[C]"]:
+        async with self._connection(write=True) as connection:
+            await self._execute(connection, self.dialect.begin)
+            bound = copy.copy(self)
+            bound._pinned = connection
+            try:
+                yield bound
+            except BaseException:
+                if not self._is_closed(connection):
+                    with contextlib.suppress(*self.driver_errors):
+                        await self._execute(connection, "ROLLBACK")
+                raise
+            await self._execute(connection, "COMMIT")
+
     @asynccontextmanager
     async def _connection(self, write: bool, background: bool = False) -> AsyncIterator[C]:
         """A connection for one operation; the driver's errors leave it as our exception tree."""
+        if self._pinned is not None:  # inside a transaction: its connection (errors mapped as it ends)
+            yield self._pinned
+            return
         connection = await self._acquire(background)
         try:
             yield connection

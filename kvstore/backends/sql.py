@@ -25,6 +25,7 @@ from typing import Any
 from kvstore.backends.base import (
     PERSISTENT_TTL,
     SCHEMA_VERSION,
+    SOFT_DELETED_TTL,
     ListedRow,
     Node,
     Put,
@@ -85,6 +86,8 @@ class Dialect:
     # The stored value ``s.value`` plus the ``?`` increment, as the new value's bytes, or NULL when
     # it is not an integer (``INTEGER_PATTERN``) or the sum leaves the signed 64-bit range.
     incremented: str = "NULL"
+    begin: str = "BEGIN"  # starts a transaction (``Node.transaction``)
+    for_update: str = " FOR UPDATE"  # locks the rows a read returns, inside a transaction
 
     @property
     def array_keys(self) -> bool:
@@ -380,6 +383,15 @@ class SqlNode(Node):
         statement = keyed_statement(self.dialect, FETCH_ROWS, len(keys))
         rows = await self._fetch_all(statement, key_params(self.dialect, keys))
         return [_stored_row(row) for row in rows]
+
+    async def lock_rows(self, keys: Sequence[str]) -> list[StoredRow]:
+        ordered = sorted(set(keys))
+        placeholders = [StoredRow(key, b"", SOFT_DELETED_TTL, 0, live=False) for key in ordered]
+        await self.import_rows(placeholders, overwrite=False)
+        statement = keyed_statement(
+            self.dialect, FETCH_ROWS + " ORDER BY {key}" + self.dialect.for_update, len(ordered)
+        )
+        return [_stored_row(row) for row in await self._fetch_all(statement, key_params(self.dialect, ordered))]
 
     async def list_range(self, start: str, stop: str | None, *, descending: bool, limit: int) -> list[ListedRow]:
         statement = self.statements.list_range[(stop is not None, descending)]

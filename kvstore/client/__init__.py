@@ -14,11 +14,12 @@
 """
 
 from kvstore.client.aio import AsyncClient
-from kvstore.client.batch import Delete, Get, Incr, Put
+from kvstore.client.batch import Compare, Delete, Get, Incr, Put
 from kvstore.client.errors import (
     BadRequest,
     ClientError,
     Conflict,
+    CrossShard,
     Forbidden,
     NotFound,
     PreconditionFailed,
@@ -28,7 +29,7 @@ from kvstore.client.errors import (
     ValueTooLarge,
     WriteOutcomeUnknown,
 )
-from kvstore.client.results import CounterValue, Entry, Item, OpResult, Page, Written
+from kvstore.client.results import CounterValue, Entry, Item, OpResult, Page, TxnResult, Written
 from kvstore.client.retries import NO_RETRIES, RetryPolicy
 from kvstore.client.sync import Client
 
@@ -38,8 +39,10 @@ __all__ = [
     "BadRequest",
     "Client",
     "ClientError",
+    "Compare",
     "Conflict",
     "CounterValue",
+    "CrossShard",
     "Delete",
     "Entry",
     "Forbidden",
@@ -53,6 +56,7 @@ __all__ = [
     "Put",
     "RetryPolicy",
     "ServerError",
+    "TxnResult",
     "Unauthorized",
     "Unavailable",
     "ValueTooLarge",

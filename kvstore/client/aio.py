@@ -63,6 +63,7 @@ class AsyncClient:
     update = _awaitable(Operations.update)
     incr = _awaitable(Operations.incr)
     batch = _awaitable(Operations.batch)
+    txn = _awaitable(Operations.txn)
     list_page = _awaitable(Operations.list_page)
 
     async def list(

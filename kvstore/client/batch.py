@@ -1,7 +1,8 @@
-"""The ops of ``batch`` (``POST /v1/batch``) and what each one answers.
+"""The ops of ``batch`` (``POST /v1/batch``) and ``txn`` (``POST /v1/txn``), and a txn's compares.
 
 A batch is not atomic: each op is answered as its single-key request would be, in order, and one
-that fails does not stop the others (``txn`` is atomic, where the server has it).
+that fails does not stop the others. A txn is: its compares choose a branch, whose ops all apply
+or (one failing) none does, on keys of one shard.
 """
 
 import base64
@@ -67,3 +68,20 @@ Op = Get | Put | Delete | Incr
 
 def is_write(op: Op) -> bool:
     return not isinstance(op, Get)
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A txn's condition on one key: its live ``version`` is this, or it is ``absent``, or it ``exists``."""
+
+    key: str
+    version: int | None = None
+    absent: bool = False
+    exists: bool = False
+
+    def document(self) -> dict[str, Any]:
+        if (self.version is not None) + self.absent + self.exists != 1:
+            raise ValueError(f"compare on {self.key!r}: give exactly one of version, absent, exists")
+        if self.version is not None:
+            return {"key": self.key, "version": self.version}
+        return {"key": self.key, "absent" if self.absent else "exists": True}

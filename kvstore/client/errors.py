@@ -10,6 +10,7 @@
     ├── NotFound                 404: no live value (missing, expired or deleted); also a LookupError
     ├── PreconditionFailed       412: If-Match / If-None-Match did not hold
     ├── Conflict                 409: the value does not allow it (incr of a non-integer, overflow)
+    ├── CrossShard               422: a txn's keys live on several shards (.shards)
     ├── Unavailable              503, 502, 504, or no connection: try again later (.retry_after_s)
     │   └── WriteOutcomeUnknown  a write was sent and then the answer was lost: it may have been applied
     └── ServerError              any other answer (500, or one this client does not understand)
@@ -65,6 +66,16 @@ class PreconditionFailed(ClientError):
 
 class Conflict(ClientError):
     """The key's current value does not allow the operation (409), e.g. an increment of text."""
+
+
+class CrossShard(ClientError):
+    """A transaction's keys live on several shards (422), named in ``shards``; keys with a common
+    hash tag (``{user42}/…``) live on one."""
+
+    def __init__(self, detail: str, **context: Any) -> None:
+        super().__init__(detail, **context)
+        shards = self.problem.get("shards")
+        self.shards: list[str] = [str(shard) for shard in shards] if isinstance(shards, list) else []
 
 
 class Unavailable(ClientError):

@@ -16,10 +16,10 @@ import orjson
 
 from kvstore import __version__
 from kvstore.client import protocol
-from kvstore.client.batch import Op, is_write
+from kvstore.client.batch import Compare, Op, is_write
 from kvstore.client.errors import ClientError, NotFound, PreconditionFailed, Unavailable, WriteOutcomeUnknown
 from kvstore.client.protocol import Version
-from kvstore.client.results import CounterValue, Entry, OpResult, Page, Written
+from kvstore.client.results import CounterValue, Entry, OpResult, Page, TxnResult, Written
 from kvstore.client.retries import RetryPolicy
 from kvstore.client.session import ReadAfterTokens
 
@@ -193,9 +193,7 @@ class Operations:
         content = orjson.dumps({"ops": [op.document() for op in ops]})
         headers = {"Content-Type": "application/json", **self._read_after()}
         request = self._request("POST", protocol.BATCH_PATH, headers=headers, content=content)
-        keyed = [(op.key, is_write(op)) for op in ops]
-        if not any(writes for _, writes in keyed):
-            return protocol.batch_from((yield from self._exchange(request, write=False)), keyed)[0]
+        keyed = _keyed(ops)
         answered: list[list[OpResult]] = []
 
         def tokens_of(response: httpx.Response) -> list[str]:
@@ -203,7 +201,34 @@ class Operations:
             answered.append(results)
             return tokens
 
-        yield from self._write(request, tokens_of)
+        yield from self._send(request, writes=any(writes for _, writes in keyed), tokens_of=tokens_of)
+        return answered[0]
+
+    def txn(
+        self, compare: Sequence[Compare] = (), success: Sequence[Op] = (), failure: Sequence[Op] = ()
+    ) -> Operation[TxnResult]:
+        """etcd's transaction on keys of one shard: when every ``compare`` holds the ``success`` ops
+        run, else the ``failure`` ops, in one database transaction. A failing op (a precondition, a
+        counter) rolls the whole branch back and raises its error (``problem`` names the branch and
+        op); keys on several shards raise ``CrossShard`` (give them a common hash tag)."""
+        document = {
+            "compare": [condition.document() for condition in compare],
+            "success": [op.document() for op in success],
+            "failure": [op.document() for op in failure],
+        }
+        request = self._request(
+            "POST", protocol.TXN_PATH, headers={"Content-Type": "application/json"}, content=orjson.dumps(document)
+        )
+        branches = _keyed(success), _keyed(failure)
+        answered: list[TxnResult] = []
+
+        def tokens_of(response: httpx.Response) -> list[str]:
+            result, tokens = protocol.txn_from(response, *branches)
+            answered.append(result)
+            return tokens
+
+        writes = any(is_write(op) for op in (*success, *failure))
+        yield from self._send(request, writes=writes, tokens_of=tokens_of)
         return answered[0]
 
     def _touch(self, key: str, params: dict[str, str], version: Version | None) -> Operation[Written]:
@@ -233,6 +258,17 @@ class Operations:
             content=content,
             extensions={"timeout": self.timeout.as_dict()},
         )
+
+    def _send(
+        self, request: httpx.Request, *, writes: bool, tokens_of: Callable[[httpx.Response], list[str]]
+    ) -> Operation[httpx.Response]:
+        """A request that may read or write: ``_write`` when it writes, else a read (its answer
+        still goes through ``tokens_of``)."""
+        if writes:
+            return (yield from self._write(request, tokens_of))
+        response = yield from self._exchange(request, write=False)
+        tokens_of(response)
+        return response
 
     def _write(
         self, request: httpx.Request, tokens_of: Callable[[httpx.Response], list[str]] = protocol.read_after_of
@@ -273,3 +309,7 @@ class Operations:
                 raise failure
             yield Pause(delay_s)
             attempt += 1
+
+
+def _keyed(ops: Sequence[Op]) -> list[tuple[str, bool]]:
+    return [(op.key, is_write(op)) for op in ops]

@@ -17,6 +17,7 @@ from kvstore.client.errors import (
     BadRequest,
     ClientError,
     Conflict,
+    CrossShard,
     Forbidden,
     NotFound,
     PreconditionFailed,
@@ -26,11 +27,12 @@ from kvstore.client.errors import (
     ValueTooLarge,
     WriteOutcomeUnknown,
 )
-from kvstore.client.results import CounterValue, Entry, Item, OpResult, Page, Written, format_etag
+from kvstore.client.results import CounterValue, Entry, Item, OpResult, Page, TxnResult, Written, format_etag
 
 KEY_PREFIX = "/v1/kv/"
 LIST_PATH = "/v1/kv"
 BATCH_PATH = "/v1/batch"
+TXN_PATH = "/v1/txn"
 READ_AFTER = "Kv-Read-After"
 _ERRORS_BY_STATUS: dict[int, type[ClientError]] = {
     400: BadRequest,
@@ -40,6 +42,7 @@ _ERRORS_BY_STATUS: dict[int, type[ClientError]] = {
     409: Conflict,
     412: PreconditionFailed,
     413: ValueTooLarge,
+    422: CrossShard,
 }
 _UNAVAILABLE = frozenset({502, 503, 504})
 # Raised before a byte of the request left this process: never applied, so always safe to retry.
@@ -121,15 +124,36 @@ def batch_from(response: httpx.Response, ops: Sequence[tuple[str, bool]]) -> tup
     """Each op's result, in order, and the read-after tokens of the ops that wrote; ``ops`` are
     the batch's ``(key, writes)``."""
     body = _json(response)
-    request_id = response.headers.get("x-request-id")
     try:
-        answers = body["results"]
-        if len(answers) != len(ops):
-            raise ValueError
-        results = [_op_result(answer, op, request_id) for answer, op in zip(answers, ops, strict=True)]
-        tokens = [answer["read_after"] for answer in answers if isinstance(answer.get("read_after"), str)]
+        return _results(body["results"], ops, response.headers.get("x-request-id"))
     except (KeyError, TypeError, ValueError, binascii.Error):
         raise _unexpected(response) from None
+
+
+def txn_from(
+    response: httpx.Response, success: Sequence[tuple[str, bool]], failure: Sequence[tuple[str, bool]]
+) -> tuple[TxnResult, list[str]]:
+    """The branch a txn ran and its ops' results, and the read-after tokens of its writes."""
+    body = _json(response)
+    try:
+        succeeded = body["succeeded"]
+        if not isinstance(succeeded, bool):
+            raise TypeError
+        results, tokens = _results(
+            body["results"], success if succeeded else failure, response.headers.get("x-request-id")
+        )
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise _unexpected(response) from None
+    return TxnResult(succeeded, results), tokens
+
+
+def _results(
+    answers: list[Any], ops: Sequence[tuple[str, bool]], request_id: str | None
+) -> tuple[list[OpResult], list[str]]:
+    if len(answers) != len(ops):
+        raise ValueError("one result per op")
+    results = [_op_result(answer, op, request_id) for answer, op in zip(answers, ops, strict=True)]
+    tokens = [answer["read_after"] for answer in answers if isinstance(answer.get("read_after"), str)]
     return results, tokens
 
 

@@ -92,3 +92,12 @@ class OpResult:
         if self.error is not None:
             raise self.error
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """Whether every compare held (the success branch ran, else the failure branch), and the
+    results of the branch's ops, which all applied."""
+
+    succeeded: bool
+    results: list[OpResult]

@@ -66,6 +66,7 @@ class Client:
     update = _blocking(Operations.update)
     incr = _blocking(Operations.incr)
     batch = _blocking(Operations.batch)
+    txn = _blocking(Operations.txn)
     list_page = _blocking(Operations.list_page)
 
     def list(

@@ -26,12 +26,13 @@ from kvstore import metrics
 from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError
 from kvstore.http.batch import BatchRoute
-from kvstore.http.endpoints import BATCH, HEALTHZ, KEYS, LIST, METRICS, OPENAPI, READYZ
+from kvstore.http.endpoints import BATCH, HEALTHZ, KEYS, LIST, METRICS, OPENAPI, READYZ, TXN
 from kvstore.http.front import Front
 from kvstore.http.kv import KeyRoute
 from kvstore.http.listing import ListRoute
 from kvstore.http.openapi import openapi_document
 from kvstore.http.problems import problem, routing_error
+from kvstore.http.txn import TxnRoute
 from kvstore.router import Router
 from kvstore.shard import Shard
 from kvstore.store import KeyValueStore
@@ -217,6 +218,7 @@ def create_app(settings: Settings) -> ASGIApp:
             KEYS: KeyRoute(store, server.max_value_bytes),
             LIST: ListRoute(store),
             BATCH: BatchRoute(store, server.max_value_bytes, settings.tokens),
+            TXN: TxnRoute(store, server.max_value_bytes, settings.tokens),
         },
         tokens=settings.tokens,
         max_in_flight=server.max_in_flight,

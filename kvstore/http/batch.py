@@ -103,12 +103,12 @@ async def read_json(receive: Receive, headers: RequestHeaders) -> dict[str, Any]
 def parse_op(raw: object, max_value_bytes: int) -> Parsed:
     """One op, validated as its single-key request would be; the error instead of raising it."""
     try:
-        return _parse_op(raw, max_value_bytes)
+        return op_from_json(raw, max_value_bytes)
     except KvError as error:
         return error
 
 
-def _parse_op(raw: object, max_value_bytes: int) -> Op:
+def op_from_json(raw: object, max_value_bytes: int) -> Op:
     if not isinstance(raw, dict):
         raise InvalidRequest('each op is a JSON object such as {"op": "get", "key": "k"}')
     kind = raw.get("op")

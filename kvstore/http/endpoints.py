@@ -45,11 +45,12 @@ KEYS = Endpoint(
 LIST = Endpoint("/v1/kv", {"GET": READ}, shed=True, name="list")
 # Write scope is checked by the handler too when a batch holds a write (the body decides).
 BATCH = Endpoint("/v1/batch", {"POST": READ}, shed=True, name="batch")
+TXN = Endpoint("/v1/txn", {"POST": READ}, shed=True, name="txn")
 HEALTHZ = Endpoint("/healthz", {"GET": None})
 READYZ = Endpoint("/readyz", {"GET": None})
 METRICS = Endpoint("/metrics", {"GET": ADMIN})
 OPENAPI = Endpoint("/openapi.json", {"GET": None})
-ENDPOINTS = (KEYS, LIST, BATCH, HEALTHZ, READYZ, METRICS, OPENAPI)
+ENDPOINTS = (KEYS, LIST, BATCH, TXN, HEALTHZ, READYZ, METRICS, OPENAPI)
 _EXACT = {endpoint.path: endpoint for endpoint in ENDPOINTS if endpoint is not KEYS}
 
 

@@ -216,6 +216,66 @@ def _batch_operation(max_value_bytes: int) -> dict[str, Any]:
     }
 
 
+def _txn_operation(max_value_bytes: int) -> dict[str, Any]:
+    op = op_schema(max_value_bytes)
+    ops = {"type": "array", "items": op}
+    compare = {
+        "type": "object",
+        "required": ["key"],
+        "minProperties": 2,
+        "maxProperties": 2,
+        "properties": {
+            "key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS},
+            "version": {"type": "integer", "description": "the key is live at this version (its ETag)"},
+            "absent": {"type": "boolean", "enum": [True]},
+            "exists": {"type": "boolean", "enum": [True]},
+        },
+    }
+    return {
+        "summary": "If every compare holds, the success ops, else the failure ops: one database transaction",
+        "description": (
+            "Every key must live on one shard (422 otherwise; hash tags put keys together). Either every op of"
+            " the chosen branch applies or none does: an op that fails answers with its own status (412, 409)"
+            " and nothing is applied. Needs the write scope when any op writes."
+        ),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"compare": {"type": "array", "items": compare}, "success": ops, "failure": ops},
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "Which branch ran, and each of its ops' results",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["succeeded", "results"],
+                            "properties": {
+                                "succeeded": {"type": "boolean"},
+                                "results": {"type": "array", "items": RESULT_SCHEMA},
+                            },
+                        }
+                    }
+                },
+            },
+            "400": _PROBLEM,
+            "403": _PROBLEM,
+            "409": _PROBLEM,
+            "412": _PROBLEM,
+            "413": _PROBLEM,
+            "422": _PROBLEM,
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
 def openapi_document(max_value_bytes: int) -> dict[str, Any]:
     etag = _header('Strong entity-tag of the current version, e.g. "1795435794045000"', {"type": "string"})
     expires = _header("Absolute expiry in epoch milliseconds (absent for persistent keys)", {"type": "integer"})
@@ -375,6 +435,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                 },
                 "/v1/kv": {"get": _list_operation()},
                 "/v1/batch": {"post": _batch_operation(max_value_bytes)},
+                "/v1/txn": {"post": _txn_operation(max_value_bytes)},
                 "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "OK"}}}},
                 "/readyz": {
                     "get": {

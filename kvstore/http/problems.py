@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from kvstore.errors import (
     Conflict,
+    CrossShard,
     InvalidRequest,
     KvError,
     PreconditionFailed,
@@ -17,6 +18,7 @@ from kvstore.errors import (
 )
 from kvstore.http import reply
 from kvstore.http.reply import Reply
+from kvstore.operations import OpFailed
 
 PROBLEM_JSON = reply.PROBLEM_JSON.decode()
 NO_ENDPOINT = "no endpoint at this path: keys are at /v1/kv/{key}; see /openapi.json"
@@ -27,12 +29,15 @@ STATUS_BY_ERROR: tuple[tuple[type[KvError], int], ...] = (
     (InvalidRequest, 400),
     (PreconditionFailed, 412),
     (Conflict, 409),
+    (CrossShard, 422),
     (ShardError, 503),
     (SchemaError, 503),
 )
 
 
 def status_for(error: KvError) -> int:
+    if isinstance(error, OpFailed):  # a transaction's failed op: the status its own request would get
+        return status_for(error.error)
     for error_class, status in STATUS_BY_ERROR:
         if isinstance(error, error_class):
             return status
@@ -73,4 +78,8 @@ def error_reply(error: KvError, retry_after_s: int) -> Reply:
         return reply.problem(status, str(error), headers, shard=error.shard, write_outcome="unknown")
     if isinstance(error, ShardError):
         return reply.problem(status, str(error), headers, shard=error.shard)
+    if isinstance(error, CrossShard):
+        return reply.problem(status, str(error), headers, shards=error.shards)
+    if isinstance(error, OpFailed):
+        return reply.problem(status, str(error), headers, branch=error.branch, op=error.index)
     return reply.problem(status, str(error), headers)

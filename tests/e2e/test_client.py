@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kvstore.client import AsyncClient, Client, Get, Incr, Put, RetryPolicy, Unavailable
+from kvstore.client import AsyncClient, Client, Compare, Get, Incr, Put, RetryPolicy, Unavailable
 from tests.support.server import ServerProcess, write_config
 
 README = Path(__file__).parents[2] / "README.md"
@@ -89,7 +89,7 @@ def test_a_shed_request_is_retried_after_retry_after(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_list_and_batch_across_shards_on_every_backend(server: ServerProcess) -> None:
+def test_list_batch_and_txn_on_every_backend(server: ServerProcess) -> None:
     prefix = f"list/{time.monotonic_ns()}/"
     keys = [f"{prefix}{index:03d}" for index in range(30)]
     with Client(server.url) as kv:
@@ -103,3 +103,12 @@ def test_list_and_batch_across_shards_on_every_backend(server: ServerProcess) ->
         fetched = kv.batch([Get(key) for key in keys] + [Put(f"{prefix}new", b"n"), Incr(f"{prefix}n")])
         assert [result.value for result in fetched[:3]] == [None, b"001", b"002"]
         assert [result.status for result in fetched[-2:]] == [201, 200] and fetched[0].status == 404
+        tag = "{" + prefix + "}"
+        first = kv.txn(compare=[Compare(f"{tag}a", absent=True)], success=[Put(f"{tag}a", b"1"), Incr(f"{tag}n")])
+        again = kv.txn(compare=[Compare(f"{tag}a", absent=True)], failure=[Get(f"{tag}a"), Incr(f"{tag}n")])
+        assert (first.succeeded, again.succeeded, again.results[0].value, again.results[1].value) == (
+            True,
+            False,
+            b"1",
+            2,
+        )

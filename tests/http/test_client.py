@@ -12,7 +12,9 @@ import pytest
 from kvstore.client import (
     AsyncClient,
     BadRequest,
+    Compare,
     Conflict,
+    CrossShard,
     Delete,
     Entry,
     Forbidden,
@@ -202,3 +204,25 @@ async def test_batch_answers_each_op_as_its_own_request(kv: AsyncClient) -> None
         missing.result()
     assert read.result() is read
     assert await kv.batch([]) == []
+
+
+async def test_txn_runs_one_branch_atomically_on_one_shard(kv: AsyncClient) -> None:
+    balance = await kv.put("{acct}/balance", b"100")
+    moved = await kv.txn(
+        compare=[Compare("{acct}/balance", version=balance.version), Compare("{acct}/lock", absent=True)],
+        success=[Put("{acct}/balance", b"70"), Incr("{acct}/moves"), Get("{acct}/balance")],
+        failure=[Get("{acct}/balance")],
+    )
+    assert moved.succeeded and [result.status for result in moved.results] == [200, 200, 200]
+    assert moved.results[1].value == 1 and moved.results[2].value == b"70"
+    stale = await kv.txn(compare=[Compare("{acct}/balance", version=balance.version)], failure=[Get("{acct}/balance")])
+    assert not stale.succeeded and stale.results[0].value == b"70"
+    with pytest.raises(PreconditionFailed) as rolled_back:
+        await kv.txn(success=[Put("{acct}/balance", b"0"), Put("{acct}/moves", b"x", if_absent=True)])
+    assert rolled_back.value.problem["op"] == 1 and (await kv.get("{acct}/balance")).value == b"70"
+    keys = [f"spread/{index}" for index in range(8)]  # two shards: surely not all on one
+    with pytest.raises(CrossShard) as spread:
+        await kv.txn(success=[Put(key, b"v") for key in keys])
+    assert spread.value.status == 422 and spread.value.shards == ["s0", "s1"]
+    with pytest.raises(ValueError, match="exactly one"):
+        await kv.txn(compare=[Compare("k", version=1, exists=True)])

@@ -1,6 +1,7 @@
 """Counters, batches and transactions through the whole front end (in process) on every engine."""
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -70,3 +71,39 @@ async def test_a_batch_answers_each_op_on_every_engine(client: httpx.AsyncClient
     listed = (await client.get("/v1/kv", params={"prefix": "k", "values": "true"})).json()
     assert [item["key"] for item in listed["items"]] == [f"k{index:02}" for index in range(40)]
     assert {item["value_b64"] for item in listed["items"]} == {"dg=="}
+
+
+async def test_compare_and_swap_transactions_lose_no_update(client: httpx.AsyncClient) -> None:
+    """10 clients x 10 increments, each read, then a txn that writes only if the version is unchanged."""
+
+    async def add_ten() -> int:
+        retries = 0
+        for _ in range(10):
+            while True:
+                current = await client.get("/v1/kv/{acct}balance", params={"consistency": "strong"})
+                version = int(current.headers["etag"].strip('"'))
+                value = int(current.content) + 1
+                answer = await client.post(
+                    "/v1/txn",
+                    json={
+                        "compare": [{"key": "{acct}balance", "version": version}],
+                        "success": [
+                            {
+                                "op": "put",
+                                "key": "{acct}balance",
+                                "value_b64": base64.b64encode(b"%d" % value).decode(),
+                            },
+                            {"op": "incr", "key": "{acct}writes"},
+                        ],
+                    },
+                )
+                assert answer.status_code == 200, answer.text
+                if answer.json()["succeeded"]:
+                    break
+                retries += 1
+        return retries
+
+    await client.put("/v1/kv/{acct}balance", content=b"0")
+    retries = await asyncio.gather(*(add_ten() for _ in range(10)))
+    assert (await client.get("/v1/kv/{acct}balance")).content == b"100"
+    assert (await client.get("/v1/kv/{acct}writes")).content == b"100", f"{sum(retries)} retries"

@@ -16,6 +16,7 @@ import pytest
 from kvstore.client import (
     AsyncClient,
     Client,
+    Compare,
     Get,
     Put,
     RetryPolicy,
@@ -203,3 +204,14 @@ def test_a_batch_ops_unknown_outcome_is_its_error() -> None:
     kv, _ = client(batch_answer({"status": 503, "key": "k", "error": problem}))
     (result,) = kv.batch([Put("k", b"v")])
     assert isinstance(result.error, WriteOutcomeUnknown) and result.error.shard == "s0" and not result.ok
+
+
+def test_a_txn_that_writes_is_never_repeated_once_sent() -> None:
+    read = {"succeeded": True, "results": [{"status": 200, "key": "k", "version": 7, "expires_at": None}]}
+    kv, sent = client(reset(), httpx.Response(200, json=read))
+    assert kv.txn(compare=[Compare("k", exists=True)], success=[Get("k")]).succeeded
+    assert len(sent) == 2, "a read-only txn is retried"
+    kv, sent = client(reset(), httpx.Response(200, json=read))
+    with pytest.raises(WriteOutcomeUnknown):
+        kv.txn(success=[Put("k", b"v")])
+    assert len(sent) == 1
