@@ -1,0 +1,353 @@
+"""The cluster's state as a front end sees it: one module behind ``/readyz``, ``GET /v1/status``
+(the console's cluster page) and ``kvstore shards status``.
+
+Each asks at its own price::
+
+    readiness()       every primary pinged, replicas as their probe last saw them    /readyz (load balancers)
+    cluster_status()  + ring shares, schema, row counts and sweeper backlog (dead      /v1/status,
+                        rows, from random samples), the migration's copy progress      shards status
+    server_metrics()  the server's own counters: sweeper reclaim, requests and their   /v1/status
+                        latency histograms per op (no I/O)
+
+Metrics are cumulative, as Prometheus exports them: a reader computes rates from two answers, as
+``rate()`` does, so the server keeps no window and every worker answers alike.
+"""
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import Metric
+
+from kvstore import metrics
+from kvstore.backends.base import TableStats
+from kvstore.errors import KvError
+from kvstore.replicas import ReplicaHealth
+from kvstore.reshard.migration import SourceStatus, copy_status
+from kvstore.ring_record import RingRecord
+from kvstore.router import Router
+from kvstore.shard import Shard
+
+PROBE_TIMEOUT_S = 1.0  # a readiness ping: load balancers ask often and want a quick answer
+SAMPLES = 5
+SAMPLE_SIZE = 100
+
+
+async def primary_problem(shard: Shard, timeout_s: float) -> str | None:
+    """None when the shard's primary opens (if it was not) and answers a ping within ``timeout_s``; else why not."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await shard.open()
+            await shard.primary.ping()
+    except TimeoutError:
+        return f"shard {shard.name}: primary: no answer within {timeout_s:g} s"
+    except KvError as error:
+        return str(error)
+    return None
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """One replica as its shard's probe last saw it; ``reachable`` is None when it could not be
+    probed (the primary, whose position lag is judged against, did not answer)."""
+
+    node: str
+    reachable: bool | None
+    in_rotation: bool
+    lag_s: float | None
+    problem: str | None
+
+    @classmethod
+    def of(cls, health: ReplicaHealth, probed: bool) -> "ReplicaStatus":
+        if not probed:
+            unprobed = "not probed: the primary did not answer"
+            return cls(health.node.label, None, health.in_rotation, health.lag_s, unprobed)
+        reachable = health.opened and not (health.problem or "").startswith("probe failed")
+        return cls(health.node.label, reachable, health.in_rotation, health.lag_s, health.problem)
+
+    def summary(self) -> str:
+        """One line, as ``/readyz`` gives it."""
+        if self.in_rotation:
+            return f"up (lag {self.lag_s or 0:.3f} s)"
+        return f"out of rotation: {self.problem}"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "node": self.node,
+            "reachable": self.reachable,
+            "in_rotation": self.in_rotation,
+            "lag_s": self.lag_s,
+            "problem": self.problem,
+        }
+
+
+def replica_statuses(shard: Shard, probed: bool = True) -> list[ReplicaStatus]:
+    return [] if shard.replicas is None else [ReplicaStatus.of(health, probed) for health in shard.replicas.replicas]
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether this front end can serve: every primary answers. Replicas out of rotation cost
+    capacity, not correctness: then it is ready but ``degraded``."""
+
+    shards: dict[str, str | None]  # shard -> None when its primary answered, else why not
+    replicas: list[ReplicaStatus]
+    epoch: int
+    phase: str
+
+    @property
+    def down(self) -> list[str]:
+        return [name for name, problem in self.shards.items() if problem is not None]
+
+    @property
+    def state(self) -> str:
+        if self.down:
+            return "down"
+        return "degraded" if any(not replica.in_rotation for replica in self.replicas) else "ready"
+
+
+async def readiness(router: Router) -> Readiness:
+    """Ping every primary at once (``kvstore_shard_up`` follows); replicas as their probe left them."""
+    names = sorted(router.shards)
+    problems = await asyncio.gather(*(primary_problem(router.shards[name], PROBE_TIMEOUT_S) for name in names))
+    for name, problem in zip(names, problems, strict=True):
+        metrics.SHARD_UP.labels(name).set(0 if problem else 1)
+    replicas = [replica for name in names for replica in replica_statuses(router.shards[name])]
+    topology = router.topology
+    return Readiness(dict(zip(names, problems, strict=True)), replicas, topology.epoch, topology.phase.value)
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """A shard's rows, each count with how it was obtained: "exact", "estimate" or "sample".
+
+    ``dead`` (expired or soft-deleted, not yet reclaimed) is the sweeper's backlog.
+    """
+
+    total: int | None
+    with_expiry: int | None
+    dead: int | None
+    methods: dict[str, str]
+    sampled: int
+    sampled_dead: int
+
+    @property
+    def live(self) -> int | None:
+        return None if self.total is None or self.dead is None else max(self.total - self.dead, 0)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "total": self.total,
+            "live": self.live,
+            "dead": self.dead,
+            "with_expiry": self.with_expiry,
+            "methods": self.methods,
+            "sample": {"rows": self.sampled, "dead": self.sampled_dead},
+        }
+
+
+def count_rows(stats: TableStats, samples: list[list[tuple[str, bool]]], sample_size: int) -> RowCounts:
+    """Counts from the table's statistics and random samples of the rows with an expiry.
+
+    A sample that comes back short holds every row with an expiry, so then the dead rows are
+    counted; otherwise the sampled dead fraction is scaled to the rows with an expiry.
+    """
+    seen = {key: dead for sample in samples for key, dead in sample}
+    sampled, sampled_dead = len(seen), sum(seen.values())
+    engine = "exact" if stats.exact else "estimate"
+    with_expiry: int | None
+    dead: int | None
+    if any(len(sample) < sample_size for sample in samples):
+        with_expiry, dead, methods = sampled, sampled_dead, {"with_expiry": "exact", "dead": "exact"}
+    else:
+        with_expiry, methods = stats.expiring, {"with_expiry": engine, "dead": "sample"}
+        dead = None if with_expiry is None else round(with_expiry * sampled_dead / sampled)
+    live = "exact" if stats.exact and methods["dead"] == "exact" else "estimate"
+    return RowCounts(stats.rows, with_expiry, dead, {"total": engine, "live": live, **methods}, sampled, sampled_dead)
+
+
+@dataclass
+class ShardStatus:
+    name: str
+    backend: str
+    weight: int
+    share: float
+    primary_error: str | None = None
+    error: str | None = None  # the primary answered, but not with statistics (no schema, no answer in time)
+    schema_version: int | None = None
+    rows: RowCounts | None = None
+    replicas: list[ReplicaStatus] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.primary_error is None and self.error is None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "weight": self.weight,
+            "share": self.share,
+            "ok": self.ok,
+            "primary": {"reachable": self.primary_error is None, "error": self.primary_error},
+            "replicas": [replica.to_json() for replica in self.replicas],
+            "schema_version": self.schema_version,
+            "rows": None if self.rows is None else self.rows.to_json(),
+            "error": self.error,
+        }
+
+
+async def shard_status(shard: Shard, weight: int, share: float, timeout_s: float, probe_replicas: bool) -> ShardStatus:
+    """Reachability, schema and rows of one shard; its replicas probed now when ``probe_replicas``
+    (a process without the background probe), else as the probe last saw them."""
+    result = ShardStatus(shard.name, shard.backend, weight, share)
+    result.primary_error = await primary_problem(shard, timeout_s)
+    if result.primary_error is None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                stats = await shard.primary.table_stats()
+                samples = [await shard.primary.sample_expiring(SAMPLE_SIZE) for _ in range(SAMPLES)]
+        except KvError as error:
+            result.error = str(error)
+        except TimeoutError:
+            result.error = f"shard {shard.name}: primary: no answer within {timeout_s:g} s"
+        else:
+            result.schema_version = stats.schema_version
+            result.rows = count_rows(stats, samples, SAMPLE_SIZE)
+    if shard.replicas is not None and probe_replicas:
+        await shard.replicas.probe()  # needs the primary's position: without it nothing is probed
+    result.replicas = replica_statuses(shard, probed=result.primary_error is None)
+    return result
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """A reshard in progress: its phase and, per source shard, the copier's progress."""
+
+    migration: str | None
+    phase: str
+    changed_at: float
+    sources: list[SourceStatus]
+    error: str | None = None  # the copier's cursors could not be read
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "migration": self.migration,
+            "phase": self.phase,
+            "changed_at": self.changed_at,
+            "sources": [
+                {
+                    "shard": source.shard,
+                    "scanned": source.scanned,
+                    "copied": source.copied,
+                    "done": source.done,
+                    "rows_estimate": source.rows_estimate,
+                    "rate_per_s": source.rate_per_s,
+                    "eta_s": source.eta_s,
+                }
+                for source in self.sources
+            ],
+            "error": self.error,
+        }
+
+
+async def migration_status(shards: Mapping[str, Shard], record: RingRecord, timeout_s: float) -> MigrationStatus | None:
+    """None on a stable ring; else the phase and the copy's progress as the source shards record it."""
+    if record.previous is None:
+        return None
+    sources: list[SourceStatus] = []
+    error = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            sources = await copy_status(shards, record)
+    except KvError as failure:
+        error = str(failure)
+    except TimeoutError:
+        error = f"no answer within {timeout_s:g} s"
+    return MigrationStatus(record.migration, record.phase.value, record.changed_at, sources, error)
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    record: RingRecord
+    shards: list[ShardStatus]
+    migration: MigrationStatus | None
+
+    @property
+    def ok(self) -> bool:
+        return all(shard.ok for shard in self.shards)
+
+    def to_json(self) -> dict[str, object]:
+        record = self.record
+        return {
+            "ok": self.ok,
+            "ring": {
+                "epoch": record.epoch,
+                "phase": record.phase.value,
+                "vnodes_per_weight": record.vnodes_per_weight,
+            },
+            "shards": [shard.to_json() for shard in self.shards],
+            "migration": None if self.migration is None else self.migration.to_json(),
+        }
+
+
+async def cluster_status(
+    shards: Mapping[str, Shard], record: RingRecord, timeout_s: float, probe_replicas: bool
+) -> ClusterStatus:
+    """Every shard of ``record``'s ring (then the others in ``shards``), each within ``timeout_s``."""
+    ring = record.ring()
+    weights, shares = {node.name: node.weight for node in ring.nodes}, ring.shares()
+    # The ring in force first (it may name shards the config lacks), then known shards outside it.
+    names = [name for name in dict.fromkeys([*ring.names, *record.shard_names(), *shards]) if name in shards]
+    statuses, migration = await asyncio.gather(
+        asyncio.gather(
+            *(
+                shard_status(shards[name], weights.get(name, 0), shares.get(name, 0.0), timeout_s, probe_replicas)
+                for name in names
+            )
+        ),
+        migration_status(shards, record, timeout_s),
+    )
+    return ClusterStatus(record, list(statuses), migration)
+
+
+def server_metrics(families: Iterable[Metric] | None = None) -> dict[str, object]:
+    """This server's counters, cumulative: per op, requests by status and the latency histogram
+    (``buckets``: ``[upper bound, cumulative count]``, the last bound ``null`` for +Inf); per shard
+    the sweeper's reclaim and its running estimate of the dead fraction. ``at`` (Unix ms) dates them.
+    """
+    requests: dict[str, dict[str, object]] = {}
+    sweepers: dict[str, dict[str, float]] = {}
+
+    def op_entry(op: str) -> dict[str, object]:
+        return requests.setdefault(op, {"by_status": {}, "latency": {"count": 0, "sum": 0.0, "buckets": []}})
+
+    for family in metrics.collect() if families is None else families:
+        for sample in family.samples:
+            labels, value = sample.labels, sample.value
+            if sample.name == "kvstore_http_requests_total":
+                by_status = op_entry(labels["op"])["by_status"]
+                assert isinstance(by_status, dict)
+                by_status[labels["status"]] = by_status.get(labels["status"], 0) + int(value)
+            elif sample.name.startswith("kvstore_http_request_duration_seconds"):
+                latency = op_entry(labels["op"])["latency"]
+                assert isinstance(latency, dict)
+                if sample.name.endswith("_bucket"):
+                    bound = float(labels["le"])
+                    latency["buckets"].append([None if bound == float("inf") else bound, int(value)])
+                elif sample.name.endswith("_count"):
+                    latency["count"] = int(value)
+                elif sample.name.endswith("_sum"):
+                    latency["sum"] = value
+            elif sample.name in _SWEEPER_SAMPLES:
+                sweepers.setdefault(labels["shard"], {})[_SWEEPER_SAMPLES[sample.name]] = value
+    return {"at": int(time.time() * 1000), "requests": requests, "sweepers": sweepers}
+
+
+_SWEEPER_SAMPLES = {
+    "kvstore_sweeper_deleted_rows_total": "deleted_rows",
+    "kvstore_sweeper_cycles_total": "cycles",
+    "kvstore_sweeper_stale_ratio": "stale_ratio",
+    "kvstore_sweeper_active": "active",
+}
