@@ -25,6 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kvstore import metrics, status
 from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError
+from kvstore.http.cluster import cluster_routes
+from kvstore.http.console import console_routes
 from kvstore.http.endpoints import HEALTHZ, METRICS, OPENAPI, READYZ
 from kvstore.http.front import Front
 from kvstore.http.kv import KeyRoute
@@ -189,6 +191,8 @@ def create_app(settings: Settings) -> ASGIApp:
         Route(READYZ.path, readyz, methods=list(READYZ.methods)),
         Route(METRICS.path, metrics_endpoint, methods=list(METRICS.methods)),
         Route(OPENAPI.path, openapi, methods=list(OPENAPI.methods)),
+        *cluster_routes(router, server.request_timeout_s),
+        *console_routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -46,3 +46,11 @@ async def test_scopes_nest_read_write_admin(secured: httpx.AsyncClient) -> None:
     assert (await secured.delete("/v1/kv/k", headers=bearer(ADMIN))).status_code == 204
     for open_path in ("/healthz", "/readyz", "/openapi.json"):
         assert (await secured.get(open_path)).status_code == 200
+
+
+async def test_the_console_is_open_and_its_data_needs_the_read_scope(secured: httpx.AsyncClient) -> None:
+    for page in ("/ui", "/ui/console.js"):
+        assert (await secured.get(page)).status_code == 200, "the page holds no data: it asks for a token itself"
+    for data in ("/v1/status", "/v1/locate/k"):
+        assert (await secured.get(data)).status_code == 401
+        assert (await secured.get(data, headers=bearer(READER))).status_code == 200
