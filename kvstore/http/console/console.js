@@ -26,6 +26,15 @@ function row(cells) {
   return tr;
 }
 
+function placeholder(text, columns) {
+  const td = el("td");
+  td.colSpan = columns;
+  td.appendChild(el("em", text));
+  const tr = document.createElement("tr");
+  tr.appendChild(td);
+  return tr;
+}
+
 function wrap(node) {
   const td = document.createElement("td");
   td.appendChild(node);
@@ -165,7 +174,7 @@ setInterval(() => {
 
 // ---- key browser -----------------------------------------------------------------------
 
-const browser = { cursors: [null], page: 0, selected: null, bytes: null, view: "text" };
+const browser = { cursors: [null], page: 0, asked: 0, selected: null, bytes: null, view: "text" };
 
 function listingPath(cursor) {
   const params = new URLSearchParams();
@@ -179,13 +188,15 @@ function listingPath(cursor) {
 
 async function loadPage() {
   $("keys-error").textContent = "";
+  const asked = ++browser.asked; // an answer to an earlier search or page must not overwrite a later one
   let listing;
   try {
     listing = await (await api(listingPath(browser.cursors[browser.page]))).json();
   } catch (error) {
-    if ($("token-panel").hidden) $("keys-error").textContent = error.message;
+    if (asked === browser.asked && $("token-panel").hidden) $("keys-error").textContent = error.message;
     return;
   }
+  if (asked !== browser.asked) return;
   const rows = listing.items.map((item) => {
     const link = el("button", item.key, "key");
     link.type = "button";
@@ -195,7 +206,7 @@ async function loadPage() {
     return tr;
   });
   setRows($("keys-body"), rows);
-  if (!rows.length) setRows($("keys-body"), [row([el("em", "no keys")])]);
+  if (!rows.length) setRows($("keys-body"), [placeholder("no keys", 3)]);
   browser.cursors[browser.page + 1] = listing.next;
   browser.cursors.length = browser.page + 2;
   $("previous-page").disabled = browser.page === 0;
@@ -380,7 +391,7 @@ function renderCluster(status) {
             replica.problem || "",
           ]),
         )
-      : [row([el("em", "no replicas configured")])],
+      : [placeholder("no replicas configured", 5)],
   );
 
   const migration = status.migration;
