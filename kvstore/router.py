@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from kvstore import moving
 from kvstore.config import Settings, ShardSettings, parse_shard_specs
 from kvstore.errors import KvError, ShardUnavailable
 from kvstore.ring_record import Phase, RingRecord, ShardSpec, initial_record, poll_records, ring_layout
@@ -52,11 +53,12 @@ class Router:
         fallback = None if placement.fallback is None else self.shards[placement.fallback]
         return Route(self.shards[placement.owner], fallback, placement.writes_paused_by)
 
-    def may_purge(self, shard: str) -> Callable[[str], bool]:
-        """The sweeper's guard for ``shard``: whether a dead row may be hard-deleted now."""
+    def may_purge(self, shard: str) -> Callable[[Sequence[str]], list[str]]:
+        """The sweeper's guard for ``shard``: which of some dead rows' keys may be hard-deleted now
+        (none while the lease is lost: a migration this router has not heard of may need them)."""
 
-        def allowed(key: str) -> bool:
-            return self.lease_held() and self.topology.may_purge(shard, key)
+        def allowed(keys: Sequence[str]) -> list[str]:
+            return moving.purgeable(self.topology, shard, keys) if self.lease_held() else []
 
         return allowed
 

@@ -7,11 +7,7 @@ nothing of HTTP and nothing of SQL.
 Conditional writes map to one conditional statement each; an unconditional PUT is the
 backend's upsert (``Node.put``).
 
-During a migration (see ``ring_record.py``) a key whose owner changes is served by its new
-owner: a write there first copies the key's row from the old owner unless the new owner has
-one (so versions continue their lineage, and a conditional write sees the key's real state);
-a read that finds no row at all on the new owner reads the old one. Both go to primaries, since
-a replica's "no row" might only mean "not replayed yet".
+During a migration a key whose owner changes follows the moving-key rules (``moving.py``).
 """
 
 import asyncio
@@ -21,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from kvstore import metrics
+from kvstore import metrics, moving
 from kvstore.backends.base import Node, Put, Row
 from kvstore.batching import Attempt
 from kvstore.conditions import Precondition
@@ -153,22 +149,13 @@ def _token(shard: Shard, position: str | None) -> str | None:
 
 
 async def _pull(route: Route, key: str) -> None:
-    """Copy ``key``'s live row from the shard it is moving from, unless its new owner has a row."""
-    if route.fallback is None:
-        return
-    rows = [row for row in await route.fallback.primary.fetch_rows([key]) if row.live]
-    if rows:
-        await route.owner.primary.import_rows(rows, overwrite=False)
+    if route.fallback is not None:
+        await moving.pull(route.owner.primary, route.fallback.primary, [key])
 
 
 async def _read_moving(route: Route, key: str) -> Row | None:
-    """A moving key's row: the new owner's, whatever its state, else the old owner's."""
     assert route.fallback is not None
-    found = await route.owner.primary.fetch_rows([key])
-    if found:
-        row = found[0]
-        return Row.from_columns(row.ttl, row.version, row.value) if row.live else None
-    return await route.fallback.primary.get(key)
+    return (await moving.read(route.owner.primary, route.fallback.primary, [key])).get(key)
 
 
 async def _touch(node: Node, *, key: str, ttl_ms: int | None, if_version: int | None) -> Row | None:

@@ -40,7 +40,7 @@ Where we differ, and why:
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kvstore import metrics
@@ -69,12 +69,16 @@ class CycleResult:
         return self.dead / self.sampled if self.sampled else 0.0
 
 
-def _any_key(key: str) -> bool:
-    return True
+# Which of some dead rows' keys may be hard-deleted now (``Router.may_purge``).
+PurgeGuard = Callable[[Sequence[str]], list[str]]
+
+
+def _any_key(keys: Sequence[str]) -> list[str]:
+    return list(keys)
 
 
 async def sweep_cycle(
-    node: Node, settings: SweeperSettings, budget_s: float | None, may_purge: Callable[[str], bool] = _any_key
+    node: Node, settings: SweeperSettings, budget_s: float | None, may_purge: PurgeGuard = _any_key
 ) -> CycleResult:
     """Sample and purge until a sample comes back clean enough or ``budget_s`` is spent.
 
@@ -85,7 +89,7 @@ async def sweep_cycle(
     started = time.monotonic()
     while True:
         sample = await node.sample_expiring(settings.keys_per_sample)
-        dead = [key for key, is_dead in sample if is_dead and may_purge(key)]
+        dead = may_purge([key for key, is_dead in sample if is_dead])
         deleted = await node.purge(dead)
         result.sampled += len(sample)
         result.dead += len(dead)
@@ -100,9 +104,7 @@ async def sweep_cycle(
 class ShardSweeper:
     """Runs sweep cycles on one shard's primary while holding that shard's sweeper lock."""
 
-    def __init__(
-        self, shard: str, node: Node, settings: SweeperSettings, may_purge: Callable[[str], bool] = _any_key
-    ) -> None:
+    def __init__(self, shard: str, node: Node, settings: SweeperSettings, may_purge: PurgeGuard = _any_key) -> None:
         self.shard = shard
         self.node = node
         self.settings = settings

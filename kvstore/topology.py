@@ -3,7 +3,7 @@
 Router, store and sweepers consult it on every request and every purge, so it is a low-level
 module beside ``ring_record.py`` (the record's format and reading it from shards), not part of
 ``reshard/``. ``ring_record.py`` describes what each migration phase means for a key; ``place``
-and ``may_purge`` are those rules.
+is those rules; what operations do about a moving key is ``moving.py``.
 """
 
 from dataclasses import dataclass
@@ -54,13 +54,3 @@ class Topology:
         if source == owner:
             return Placement(owner)
         return Placement(owner, fallback=source, writes_paused_by=None if self.phase is Phase.COPYING else self.phase)
-
-    def may_purge(self, shard: str, key: str) -> bool:
-        """Whether a sweeper may hard-delete ``key``'s dead row on ``shard``.
-
-        Not while the key is moving onto that shard: its tombstone or expired row there is newer
-        than the copy on the old owner, which purging it would bring back.
-        """
-        if self.previous is None:
-            return True
-        return not (self.ring.owner(key) == shard and self.previous.owner(key) != shard)
