@@ -15,6 +15,7 @@ Metrics are cumulative, as Prometheus exports them: a reader computes rates from
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -312,42 +313,54 @@ async def cluster_status(
     return ClusterStatus(record, list(statuses), migration)
 
 
-def server_metrics(families: Iterable[Metric] | None = None) -> dict[str, object]:
-    """This server's counters, cumulative: per op, requests by status and the latency histogram
-    (``buckets``: ``[upper bound, cumulative count]``, the last bound ``null`` for +Inf); per shard
-    the sweeper's reclaim and its running estimate of the dead fraction. ``at`` (Unix ms) dates them.
-    """
-    requests: dict[str, dict[str, object]] = {}
-    sweepers: dict[str, dict[str, float]] = {}
+@dataclass
+class OpTraffic:
+    """One op's requests by status and its latency histogram, cumulative since the server started."""
 
-    def op_entry(op: str) -> dict[str, object]:
-        return requests.setdefault(op, {"by_status": {}, "latency": {"count": 0, "sum": 0.0, "buckets": []}})
+    by_status: dict[str, int] = field(default_factory=dict)
+    count: int = 0
+    sum_s: float = 0.0
+    buckets: list[tuple[float | None, int]] = field(default_factory=list)  # (upper bound or None for +Inf, count)
 
-    for family in metrics.collect() if families is None else families:
-        for sample in family.samples:
-            labels, value = sample.labels, sample.value
-            if sample.name == "kvstore_http_requests_total":
-                by_status = op_entry(labels["op"])["by_status"]
-                assert isinstance(by_status, dict)
-                by_status[labels["status"]] = by_status.get(labels["status"], 0) + int(value)
-            elif sample.name.startswith("kvstore_http_request_duration_seconds"):
-                latency = op_entry(labels["op"])["latency"]
-                assert isinstance(latency, dict)
-                if sample.name.endswith("_bucket"):
-                    bound = float(labels["le"])
-                    latency["buckets"].append([None if bound == float("inf") else bound, int(value)])
-                elif sample.name.endswith("_count"):
-                    latency["count"] = int(value)
-                elif sample.name.endswith("_sum"):
-                    latency["sum"] = value
-            elif sample.name in _SWEEPER_SAMPLES:
-                sweepers.setdefault(labels["shard"], {})[_SWEEPER_SAMPLES[sample.name]] = value
-    return {"at": int(time.time() * 1000), "requests": requests, "sweepers": sweepers}
+    def to_json(self) -> dict[str, object]:
+        latency = {"count": self.count, "sum": self.sum_s, "buckets": [list(bucket) for bucket in self.buckets]}
+        return {"by_status": self.by_status, "latency": latency}
 
 
+_LATENCY = "kvstore_http_request_duration_seconds"
 _SWEEPER_SAMPLES = {
     "kvstore_sweeper_deleted_rows_total": "deleted_rows",
     "kvstore_sweeper_cycles_total": "cycles",
     "kvstore_sweeper_stale_ratio": "stale_ratio",
     "kvstore_sweeper_active": "active",
 }
+
+
+def server_metrics(families: Iterable[Metric] | None = None) -> dict[str, object]:
+    """This server's counters (``metrics.collect()`` unless ``families`` are given), cumulative: per
+    op, requests by status and the latency histogram (``buckets``: ``[upper bound, cumulative count]``,
+    the last bound ``null`` for +Inf); per shard the sweeper's reclaim and its running estimate of the
+    dead fraction. ``at`` (Unix ms) dates them.
+    """
+    requests: defaultdict[str, OpTraffic] = defaultdict(OpTraffic)
+    sweepers: defaultdict[str, dict[str, float]] = defaultdict(dict)
+    for family in metrics.collect() if families is None else families:
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            if name == "kvstore_http_requests_total":
+                by_status = requests[labels["op"]].by_status
+                by_status[labels["status"]] = by_status.get(labels["status"], 0) + int(value)
+            elif name == _LATENCY + "_bucket":
+                bound = float(labels["le"])
+                requests[labels["op"]].buckets.append((None if bound == float("inf") else bound, int(value)))
+            elif name == _LATENCY + "_count":
+                requests[labels["op"]].count = int(value)
+            elif name == _LATENCY + "_sum":
+                requests[labels["op"]].sum_s = value
+            elif name in _SWEEPER_SAMPLES:
+                sweepers[labels["shard"]][_SWEEPER_SAMPLES[name]] = value
+    return {
+        "at": int(time.time() * 1000),
+        "requests": {op: traffic.to_json() for op, traffic in sorted(requests.items())},
+        "sweepers": dict(sweepers),
+    }
