@@ -6,6 +6,8 @@ must stay text, the token prompt, and the cluster page. Screenshots are kept (pa
 
 import contextlib
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,9 @@ import httpx
 import pytest
 
 from kvstore.config import load_settings
+from kvstore.reshard.migration import CopyCursor, cursor_name
+from kvstore.ring_record import Phase, RingRecord
+from tests.support import fleet
 from tests.support.browser import expect, launch, screenshot_directory
 from tests.support.server import ServerProcess, write_config
 
@@ -26,6 +31,7 @@ TTL_KEY = "console/ttl"
 HOSTILE_KEY = "xss/<img src=x onerror=alert(1)>"
 HOSTILE_VALUE = b"<script>alert(2)</script><img src=x onerror=alert(3)>\"'&amp;"
 TIMEOUT_MS = 10_000
+NO_FIGURE = "\N{EN DASH}"  # what the console shows where there is no figure yet
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +210,45 @@ def test_with_tokens_configured_the_console_asks_for_one(
     # Only the expected 401s reach the browser's console (as failed resource loads), nothing else.
     assert all("401" in error for error in page.errors), page.errors
     assert page.dialogs == []
+
+
+def test_cluster_page_shows_a_migrations_progress(
+    page: Any, tmp_path: Path, request: pytest.FixtureRequest, screenshots: Path
+) -> None:
+    """A reshard caught while copying: the ring record and a copier cursor written to the shards as
+    `kvstore reshard` writes them (s1's weight doubles, so keys move from s0 to s1)."""
+    shards = fleet.new_shards("s", "sqlite", 2, tmp_path, request)
+    server = ServerProcess(fleet.write_config(tmp_path / "shards.yaml", shards)).start()
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            for index in range(60):
+                assert client.put(f"/v1/kv/moving-{index}", content=b"v").is_success
+        source_rows = sum(1 for index in range(60) if fleet.ring(shards).owner(f"moving-{index}") == "s0")
+        old = tuple({**shard.spec(), "weight": 1} for shard in shards)
+        new = (old[0], {**old[1], "weight": 2})
+        record = RingRecord(1, Phase.COPYING, new, 256, previous=old, migration="m-demo")
+        now = time.time()
+        cursor = CopyCursor(after="moving-3", scanned=12, copied=5, started_at=now - 4, updated_at=now)
+        for shard in shards:  # straight into SQLite: Playwright's sync API holds this thread's event loop
+            with sqlite3.connect(shard.location) as db:
+                db.execute("INSERT INTO kvstore_state (name, epoch, value) VALUES ('ring', 1, ?)", (record.encode(),))
+                if shard.name == "s0":
+                    db.execute(
+                        "INSERT INTO kvstore_state (name, epoch, value) VALUES (?, 1, ?)",
+                        (cursor_name(record), cursor.encode()),
+                    )
+
+        page.goto(server.url + "/ui#cluster")
+        expect(page.locator("#ring-summary")).to_have_text("Ring epoch 1, phase copying; migration m-demo")
+        rows = page.locator("#migration-body tr")
+        expect(rows).to_have_count(2)
+        s0 = [rows.nth(0).locator("td").nth(index).text_content() for index in range(6)]
+        assert s0[0] == "s0" and s0[2:5] == ["12", "5", "3.0 rows/s"]
+        assert s0[1].strip() == f"{12 / source_rows * 100:.0f}%"
+        assert s0[5] == f"{round((source_rows - 12) / 3)}s"
+        s1 = [rows.nth(1).locator("td").nth(index).text_content() for index in range(6)]
+        assert s1[0] == "s1" and s1[2:6] == ["0", "0", NO_FIGURE, NO_FIGURE]
+        page.screenshot(path=str(screenshots / "console-cluster-migration.png"), full_page=True)
+        assert page.dialogs == [] and page.errors == []
+    finally:
+        server.stop()
