@@ -17,10 +17,13 @@ and the sweeper apply one set of rules:
 Reads and copies go to primaries: a replica's "no row" may only mean "not replayed yet".
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from kvstore.backends.base import Node, Row, StoredRow
 from kvstore.topology import Topology
+
+R = TypeVar("R")
 
 
 async def read(owner: Node, source: Node, keys: Sequence[str]) -> dict[str, Row]:
@@ -49,7 +52,7 @@ def purgeable(topology: Topology, shard: str, keys: Iterable[str]) -> list[str]:
     return [key for key in keys if not (topology.ring.owner(key) == shard and previous.owner(key) != shard)]
 
 
-def choose(topology: Topology, key: str, rows: dict[str, StoredRow]) -> StoredRow | None:
+def choose(topology: Topology, key: str, rows: Mapping[str, R]) -> R | None:
     """The row that speaks for ``key`` among the rows several shards returned (by shard name),
     for reads that scan shards rather than ask for keys (listing): the owner's, else the source's
     when the key is moving; rows elsewhere are stale leftovers of a migration and are ignored."""

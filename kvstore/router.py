@@ -45,13 +45,20 @@ class Router:
     def route(self, key: str) -> Route:
         placement = self.topology.place(key)
         if not self.lease_held():
-            silent_s = time.monotonic() - (self._confirmed_at or 0.0)
-            raise ShardUnavailable(
-                placement.owner,
-                f"no shard confirmed the ring for {silent_s:.1f} s; refusing to route by a ring that may be stale",
-            )
+            raise self._lease_lost(placement.owner)
         fallback = None if placement.fallback is None else self.shards[placement.fallback]
         return Route(self.shards[placement.owner], fallback, placement.writes_paused_by)
+
+    def routing_topology(self) -> Topology:
+        """The topology to route a multi-key operation by; raises as ``route`` does without the lease."""
+        if not self.lease_held():
+            raise self._lease_lost(",".join(self.topology.ring.names))
+        return self.topology
+
+    def _lease_lost(self, shard: str) -> ShardUnavailable:
+        silent_s = time.monotonic() - (self._confirmed_at or 0.0)
+        detail = f"no shard confirmed the ring for {silent_s:.1f} s; refusing to route by a ring that may be stale"
+        return ShardUnavailable(shard, detail)
 
     def may_purge(self, shard: str) -> Callable[[Sequence[str]], list[str]]:
         """The sweeper's guard for ``shard``: which of some dead rows' keys may be hard-deleted now

@@ -7,6 +7,7 @@ that node's lanes (``batching.py``), which coalesce concurrent requests into one
 """
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -126,19 +127,23 @@ class Shard:
     async def _position(self) -> str | None:
         return None if self.replicas is None else await self.primary.replication_position()
 
-    async def _get(self, node: Node, key: str) -> Row | None:
+    async def _get(self, node: Node, *, key: str) -> Row | None:
         lane = self.lanes.reads.get(node.label)
         return await node.get(key) if lane is None else await lane.get(key)
 
     async def read(self, key: str, *, strong: bool, after_position: str | None) -> Row | None:
-        """GET routing: a replica in rotation when it can answer correctly, else the primary.
+        """GET routing (see ``read_with``); through the node's read lane where batching is on."""
+        return await self.read_with(functools.partial(self._get, key=key), strong=strong, after_position=after_position)
+
+    async def read_with(self, call: Callable[[Node], Awaitable[T]], *, strong: bool, after_position: str | None) -> T:
+        """Run a read on a replica in rotation when it can answer correctly, else on the primary.
 
         With ``after_position`` the replica must have replayed that far (one extra round trip to
         it); a replica that fails mid-request is taken out of rotation and the read goes to the
         primary: one retry on another node, never a client error for the replica's sake.
         """
         if self.replicas is None:
-            return await self._get(self.primary, key)
+            return await call(self.primary)
         chosen = None if strong else self.replicas.acquire()
         reason = "strong" if strong else "no_replica_in_rotation"
         if chosen is not None:
@@ -147,9 +152,9 @@ class Shard:
                 if after_position is not None and not await replica.has_replayed(after_position):
                     reason = "replica_behind_read_after"
                 else:
-                    row = await self._get(replica, key)
+                    result = await call(replica)
                     metrics.count_read(self.name, "replica")
-                    return row
+                    return result
             except ShardError as error:
                 self.replicas.take_out(replica, error.detail)
                 reason = "replica_failed"
@@ -157,7 +162,7 @@ class Shard:
                 self.replicas.release(chosen)
         metrics.READ_FALLBACKS.labels(self.name, reason).inc()
         metrics.count_read(self.name, "primary")
-        return await self._get(self.primary, key)
+        return await call(self.primary)
 
     async def open(self) -> None:
         """Open the primary (once; again only after ``close``). Replicas are opened by their probe,

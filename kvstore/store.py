@@ -17,11 +17,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from kvstore import metrics, moving
+from kvstore import listing, metrics, moving
 from kvstore.backends.base import Node, Put, Row
 from kvstore.batching import Attempt
 from kvstore.conditions import Precondition
 from kvstore.errors import ShardError, ShardTimeout, ShardUnavailable
+from kvstore.listing import ListQuery, Page
 from kvstore.positions import decode_read_after, encode_read_after
 from kvstore.router import Route, Router
 from kvstore.shard import Shard
@@ -123,24 +124,37 @@ class KeyValueStore:
             raise ShardUnavailable(route.owner.name, write_pause_detail(route.writes_paused_by))
         return route
 
+    async def list(self, query: ListQuery, *, strong: bool = False, read_after: str | None = None) -> Page:
+        """One page of keys in byte order (``listing.py``), read like GET: from replicas unless
+        ``strong``, and with ``read_after`` from nodes that have replayed that write."""
+        topology = self.router.routing_topology()
+        token = None if read_after is None else decode_read_after(read_after)
+        shards = self.router.shards
+        call = functools.partial(listing.list_page, topology, shards, query, strong=strong, read_after=token)
+        return await self._within_deadline(",".join(topology.ring.names), None, call)
+
     async def _run(self, shard: Shard, op: str, attempt: Attempt | None, call: Callable[[], Awaitable[T]]) -> T:
-        """``call`` within the request deadline; ``attempt`` is a write's (None for reads): past the
-        deadline its outcome is unknown only if its statement was sent."""
+        """``call`` within the request deadline, with the shard's query metrics."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.request_timeout_s):
-                result = await call()
-        except TimeoutError:
-            metrics.SHARD_ERRORS.labels(shard.name, "timeout").inc()
-            detail = f"no answer within {self.request_timeout_s:g} s"
-            if attempt is not None:
-                detail += "; the write may have been applied" if attempt.sent else "; the write was not applied"
-            raise ShardTimeout(shard.name, detail) from None
+            result = await self._within_deadline(shard.name, attempt, call)
         except ShardError as error:
             metrics.SHARD_ERRORS.labels(shard.name, type(error).__name__).inc()
             raise
         metrics.record_shard_query(shard.name, op, time.perf_counter() - started)
         return result
+
+    async def _within_deadline(self, shards: str, attempt: Attempt | None, call: Callable[[], Awaitable[T]]) -> T:
+        """``call`` within the request deadline; ``attempt`` is a write's (None for reads): past the
+        deadline its outcome is unknown only if its statement was sent."""
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                return await call()
+        except TimeoutError:
+            detail = f"no answer within {self.request_timeout_s:g} s"
+            if attempt is not None:
+                detail += "; the write may have been applied" if attempt.sent else "; the write was not applied"
+            raise ShardTimeout(shards, detail) from None
 
 
 def _token(shard: Shard, position: str | None) -> str | None:

@@ -58,6 +58,18 @@ class StoredRow:
     live: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ListedRow:
+    """A row as a listing meets it, live or dead, without its value: ``size`` is the value's length
+    in bytes, so a page can be cut to a byte budget before any value is read."""
+
+    key: str
+    size: int
+    ttl: int
+    version: int
+    live: bool
+
+
 class Node(ABC):
     """One database server and its pool. ``ttl_ms=None`` means "no expiry"."""
 
@@ -159,6 +171,15 @@ class Node(ABC):
     @abstractmethod
     async def fetch_rows(self, keys: Sequence[str]) -> list[StoredRow]:
         """The rows of those ``keys`` that exist, live or dead (a tombstone is an answer too)."""
+
+    @abstractmethod
+    async def list_range(self, start: str, stop: str | None, *, descending: bool, limit: int) -> list[ListedRow]:
+        """Up to ``limit`` rows, live or dead, with ``start <= key < stop`` (no upper bound when
+        ``stop`` is None), in byte order of the keys' UTF-8 (from the top when ``descending``).
+
+        One index range scan that reads at most ``limit`` rows, dead ones included, so its cost
+        never depends on how many dead rows the range holds (the caller filters them).
+        """
 
     @abstractmethod
     async def scan_rows(self, after: str, limit: int) -> list[StoredRow]:

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from kvstore.backends.base import (
     PERSISTENT_TTL,
     SCHEMA_VERSION,
+    ListedRow,
     Node,
     Put,
     ReplicaState,
@@ -127,6 +128,10 @@ PROBE_COLUMNS = "SELECT {key}, value, ttl, version, sweep_slot FROM store WHERE 
 SAMPLE = "SELECT {key}, ttl <= {now_ms} FROM store WHERE sweep_slot >= ? ORDER BY sweep_slot LIMIT ?"
 PURGE = "DELETE FROM store WHERE {key} {keys} AND ttl <= {now_ms}"
 SCAN_KEYS = "SELECT {key} FROM store WHERE {key} > ? ORDER BY {key} LIMIT ?"
+LIST_RANGE = (
+    "SELECT {key}, LENGTH(value), ttl, version, ttl > {now_ms} FROM store"
+    " WHERE {key} >= ?{stop} ORDER BY {key}{direction} LIMIT ?"
+)
 READ_SCHEMA_VERSION = "SELECT value FROM kvstore_meta WHERE name = 'schema_version'"
 UPGRADE_SCHEMA_VERSION = "UPDATE kvstore_meta SET value = ? WHERE name = 'schema_version' AND value = ?"
 FETCH_ROWS = "SELECT {key}, value, ttl, version, ttl > {now_ms} FROM store WHERE {key} {keys}"
@@ -193,6 +198,7 @@ class Statements:
     sample: str
     scan_keys: str
     scan_rows: str
+    list_range: dict[tuple[bool, bool], str]  # by (bounded above, descending)
     read_state: str
     create_state: str
     update_state: str
@@ -226,6 +232,15 @@ class Statements:
             sample=dialect.render(SAMPLE),
             scan_keys=dialect.render(SCAN_KEYS),
             scan_rows=dialect.render(SCAN_ROWS),
+            list_range={
+                (bounded, descending): dialect.render(
+                    LIST_RANGE,
+                    stop=f" AND {dialect.key_column} < ?" if bounded else "",
+                    direction=" DESC" if descending else "",
+                )
+                for bounded in (False, True)
+                for descending in (False, True)
+            },
             read_state=dialect.render(READ_STATE),
             create_state=dialect.render(CREATE_STATE, conflict=dialect.keep_on_conflict.format(column="name")),
             update_state=dialect.render(UPDATE_STATE),
@@ -346,6 +361,12 @@ class SqlNode(Node):
         statement = keyed_statement(self.dialect, FETCH_ROWS, len(keys))
         rows = await self._fetch_all(statement, key_params(self.dialect, keys))
         return [_stored_row(row) for row in rows]
+
+    async def list_range(self, start: str, stop: str | None, *, descending: bool, limit: int) -> list[ListedRow]:
+        statement = self.statements.list_range[(stop is not None, descending)]
+        params = (start, limit) if stop is None else (start, stop, limit)
+        rows = await self._fetch_all(statement, params)
+        return [ListedRow(key, size, ttl, version, bool(live)) for key, size, ttl, version, live in rows]
 
     async def scan_rows(self, after: str, limit: int) -> list[StoredRow]:
         rows = await self._fetch_all(self.statements.scan_rows, (after, limit), background=True)

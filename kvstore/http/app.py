@@ -27,9 +27,10 @@ from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError
 from kvstore.http.cluster import cluster_routes
 from kvstore.http.console import console_routes
-from kvstore.http.endpoints import HEALTHZ, METRICS, OPENAPI, READYZ
+from kvstore.http.endpoints import HEALTHZ, KEYS, LIST, METRICS, OPENAPI, READYZ
 from kvstore.http.front import Front
 from kvstore.http.kv import KeyRoute
+from kvstore.http.listing import ListRoute
 from kvstore.http.openapi import openapi_document
 from kvstore.http.problems import problem, routing_error
 from kvstore.router import Router
@@ -203,7 +204,7 @@ def create_app(settings: Settings) -> ASGIApp:
     # The front passes the lifespan through to Starlette; only that scope needs the quieting.
     return Front(
         QuietStartFailure(app, lifecycle),
-        KeyRoute(store, server.max_value_bytes),
+        {KEYS: KeyRoute(store, server.max_value_bytes), LIST: ListRoute(store)},
         tokens=settings.tokens,
         max_in_flight=server.max_in_flight,
         retry_after_s=server.retry_after_s,

@@ -10,7 +10,7 @@ KEY_PREFIX = "/v1/kv/"
 READ, WRITE, ADMIN = "read", "write", "admin"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # compared and hashed by identity: each is declared once
 class Endpoint:
     """``path`` is exact, or a template ending in ``{name}`` that matches everything after its prefix.
 
@@ -22,6 +22,7 @@ class Endpoint:
     path: str
     scopes: dict[str, str | None]
     shed: bool = False
+    name: str | None = None  # the metric label, where the path is not one
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -36,7 +37,9 @@ class Endpoint:
         """The bounded ``op`` label of a request: the key method, else the endpoint's name."""
         if method not in self.scopes:
             return "other"
-        return method.lower() if self is KEYS else self.path.lstrip("/")
+        if self is KEYS:
+            return method.lower()
+        return self.name or self.path.lstrip("/")
 
 
 KEYS = Endpoint(
@@ -44,6 +47,7 @@ KEYS = Endpoint(
     {"GET": READ, "HEAD": READ, "PUT": WRITE, "PATCH": WRITE, "DELETE": WRITE},
     shed=True,
 )
+LIST = Endpoint("/v1/kv", {"GET": READ}, shed=True, name="list")
 HEALTHZ = Endpoint("/healthz", {"GET": None})
 READYZ = Endpoint("/readyz", {"GET": None})
 METRICS = Endpoint("/metrics", {"GET": ADMIN})
@@ -54,7 +58,7 @@ LOCATE = Endpoint("/v1/locate/{key}", {"GET": READ})
 # The console's page and its files hold no data, so they are open: the data endpoints ask for a token.
 CONSOLE = Endpoint("/ui", {"GET": None})
 CONSOLE_FILES = Endpoint("/ui/{file}", {"GET": None})
-ENDPOINTS = (KEYS, HEALTHZ, READYZ, METRICS, OPENAPI, STATUS, LOCATE, CONSOLE, CONSOLE_FILES)
+ENDPOINTS = (KEYS, LIST, HEALTHZ, READYZ, METRICS, OPENAPI, STATUS, LOCATE, CONSOLE, CONSOLE_FILES)
 _EXACT = {endpoint.path: endpoint for endpoint in ENDPOINTS if endpoint.prefix is None}
 _TEMPLATED = tuple((prefix, endpoint) for endpoint in ENDPOINTS if (prefix := endpoint.prefix) and endpoint is not KEYS)
 

@@ -4,7 +4,8 @@
 
     request ─► RequestHeaders.scan (one pass) ─► endpoint table lookup
             ─► admission: 431 headers too large · 404 · 405 · 401/403 auth · 503 shed
-            ─► /v1/kv/{key}: KeyRoute, no Request/Response objects   (the hot path)
+            ─► the data endpoints (/v1/kv/{key}: KeyRoute, the hot path; listing, …):
+               their Route, no Request/Response objects
             ─► anything else: the Starlette app (probes, metrics, OpenAPI)
             ─► X-Request-ID on the answer, metrics, access log
 
@@ -18,7 +19,8 @@ import logging
 import os
 import re
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,8 +28,8 @@ from kvstore import metrics
 from kvstore.config import ApiToken
 from kvstore.errors import KvError, ShardError
 from kvstore.http import auth, reply
-from kvstore.http.endpoints import KEYS, Endpoint, find
-from kvstore.http.kv import ClientGone, KeyRoute, RequestHeaders
+from kvstore.http.endpoints import Endpoint, find
+from kvstore.http.kv import ClientGone, RequestHeaders
 from kvstore.http.problems import error_reply, method_not_allowed, no_endpoint
 from kvstore.http.reply import Reply, send_reply
 from kvstore.logs import request_id
@@ -51,11 +53,17 @@ def request_id_of(headers: RequestHeaders) -> bytes:
     return f"{_ID_PREFIX}{next(_id_counter):016x}".encode()
 
 
+class Route(Protocol):
+    """A data endpoint's handler: the admitted request in, the answer out (errors raised)."""
+
+    async def handle(self, scope: Scope, receive: Receive, headers: RequestHeaders) -> Reply: ...
+
+
 class Front:
     def __init__(
         self,
         app: ASGIApp,
-        keys: KeyRoute,
+        routes: Mapping[Endpoint, Route],
         *,
         tokens: tuple[ApiToken, ...],
         max_in_flight: int,
@@ -63,7 +71,7 @@ class Front:
         log_requests: bool,
     ) -> None:
         self.app = app
-        self.keys = keys
+        self.routes = routes
         self.tokens = tokens
         self.max_in_flight = max_in_flight
         self.retry_after_s = retry_after_s
@@ -87,8 +95,8 @@ class Front:
             if refused is not None:
                 status = refused.status
                 await send_reply(send, refused, rid)
-            elif endpoint is KEYS:
-                status = await self._serve_key(scope, receive, send, headers, rid, op)
+            elif endpoint is not None and (route := self.routes.get(endpoint)) is not None:
+                status = await self._serve(route, scope, receive, send, headers, rid, op)
             else:
                 status = await self._delegate(scope, receive, send, rid)
         except Exception:
@@ -124,12 +132,12 @@ class Front:
             return reply.problem(503, detail, [(b"retry-after", str(self.retry_after_s).encode())])
         return None
 
-    async def _serve_key(
-        self, scope: Scope, receive: Receive, send: Send, headers: RequestHeaders, rid: bytes, op: str
+    async def _serve(
+        self, route: Route, scope: Scope, receive: Receive, send: Send, headers: RequestHeaders, rid: bytes, op: str
     ) -> int:
         self.in_flight += 1
         try:
-            answer = await self.keys.handle(scope, receive, headers)
+            answer = await route.handle(scope, receive, headers)
         except KvError as error:
             if isinstance(error, ShardError):
                 log.warning(

@@ -79,7 +79,10 @@ def key_from(scope: Scope, prefix: bytes = _PREFIX_BYTES) -> str:
     """The key after ``prefix``, decoded strictly from the raw path so invalid UTF-8 is refused, not replaced."""
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
     raw = raw.split(b"?", 1)[0]
-    return parse_key(raw[len(prefix) :] if raw.startswith(prefix) else raw)
+    encoded = raw[len(prefix) :] if raw.startswith(prefix) else raw
+    if not encoded:
+        raise InvalidRequest("key is empty; to list keys, GET /v1/kv?prefix=…")
+    return parse_key(encoded)
 
 
 def query(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
@@ -87,7 +90,11 @@ def query(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
     params: dict[str, str] = {}
     if not scope["query_string"]:  # the common case: nothing to parse
         return params
-    for name, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+    try:
+        pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidRequest("a query parameter is not valid UTF-8 after percent-decoding") from None
+    for name, value in pairs:
         if name not in allowed:
             expected = ", ".join(sorted(allowed)) or "none"
             raise InvalidRequest(f"unknown query parameter {name[:40]!r} for {scope['method']}; allowed: {expected}")

@@ -5,6 +5,7 @@ from typing import Any
 from kvstore import __version__
 from kvstore.http.endpoints import ENDPOINTS
 from kvstore.keys import MAX_KEY_CHARS, MAX_TTL_S, TTL_DECIMALS
+from kvstore.listing import DEFAULT_LIMIT, MAX_LIMIT, VALUE_BUDGET_BYTES
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _UNAVAILABLE = {"$ref": "#/components/responses/Unavailable"}
@@ -70,6 +71,62 @@ def _integers_below(limit: str) -> list[str]:
 
 def _up_to_digits(count: int) -> str:
     return f"\\d{{0,{count}}}" if count else ""
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "schema": schema}
+
+
+def _list_operation() -> dict[str, Any]:
+    flag = {"type": "string", "enum": ["true", "false"]}
+    key = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": "^[^\\x00]+$"}
+    item = {
+        "type": "object",
+        "required": ["key", "version", "expires_at"],
+        "properties": {
+            "key": {"type": "string"},
+            "version": {"type": "integer"},
+            "expires_at": {"type": ["integer", "null"], "description": "Epoch ms, null if persistent"},
+            "value_b64": {"type": "string", "contentEncoding": "base64", "description": "With values=true"},
+        },
+    }
+    page = {
+        "type": "object",
+        "required": ["items", "next"],
+        "properties": {
+            "items": {"type": "array", "items": item},
+            "next": {"type": ["string", "null"], "description": "Pass as ?cursor= for the next page; null at the end"},
+        },
+    }
+    return {
+        "summary": "List live keys in byte order of their UTF-8, one page at a time",
+        "description": (
+            f"Each shard reads at most `limit` rows (live or dead) per page, so a page may be short or empty and"
+            f" still have a `next` cursor. With values=true a page also stops at {VALUE_BUDGET_BYTES} bytes of"
+            " values. A prefix holding a complete hash tag ({tag}) is answered by one shard. No total count."
+        ),
+        "parameters": [
+            _query("prefix", "Only keys starting with this", {"type": "string", "maxLength": MAX_KEY_CHARS}),
+            _query("start_after", "Start after this key (before it with reverse=true)", key),
+            _query(
+                "limit",
+                f"Items per page (default {DEFAULT_LIMIT})",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            ),
+            _query("reverse", "Walk from the end (newest first for time-ordered keys)", flag),
+            _query("values", "Include each value, base64-encoded", flag),
+            _query("cursor", "A previous page's `next`; replaces prefix, start_after and reverse", {"type": "string"}),
+            _query(
+                "consistency", "strong: read every shard's primary", {"type": "string", "enum": ["strong", "eventual"]}
+            ),
+            _query("after", "A write's Kv-Read-After token: never answer older than that write", {"type": "string"}),
+        ],
+        "responses": {
+            "200": {"description": "One page", "content": {"application/json": {"schema": page}}},
+            "400": _PROBLEM,
+            "503": _UNAVAILABLE,
+        },
+    }
 
 
 def openapi_document(max_value_bytes: int) -> dict[str, Any]:
@@ -206,6 +263,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                         },
                     },
                 },
+                "/v1/kv": {"get": _list_operation()},
                 "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "OK"}}}},
                 "/readyz": {
                     "get": {

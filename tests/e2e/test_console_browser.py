@@ -238,6 +238,10 @@ def test_cluster_page_shows_a_migrations_progress(
                         (cursor_name(record), cursor.encode()),
                     )
 
+        deadline = time.monotonic() + 10
+        while httpx.get(server.url + "/readyz").json()["ring"]["phase"] != "copying":  # the front end follows
+            assert time.monotonic() < deadline, "the front end did not follow the ring record"
+            time.sleep(0.05)
         page.goto(server.url + "/ui#cluster")
         expect(page.locator("#ring-summary")).to_have_text("Ring epoch 1, phase copying; migration m-demo")
         rows = page.locator("#migration-body tr")

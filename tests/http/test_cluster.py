@@ -122,4 +122,4 @@ async def test_locate_refuses_what_a_key_route_refuses(quiet: httpx.AsyncClient,
 
 async def test_locate_without_a_key_says_so(quiet: httpx.AsyncClient) -> None:
     response = await quiet.get("/v1/locate/")
-    assert response.status_code == 400 and response.json()["detail"] == "key is empty", "as /v1/kv/ answers"
+    assert response.status_code == 400 and response.json()["detail"].startswith("key is empty"), "as /v1/kv/ answers"

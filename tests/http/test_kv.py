@@ -262,7 +262,7 @@ async def test_bad_requests_get_problem_details(client: httpx.AsyncClient, metho
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "POST"])
-@pytest.mark.parametrize("path", ["/v1/kv", "/v1", "/healthz/"])
+@pytest.mark.parametrize("path", ["/v1/kvs", "/v1", "/healthz/"])
 async def test_paths_without_an_endpoint_are_problems_not_redirects(
     client: httpx.AsyncClient, method: str, path: str
 ) -> None:

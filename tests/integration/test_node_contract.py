@@ -358,6 +358,29 @@ async def test_scan_keys_pages_through_every_row_in_key_order(node: Node) -> Non
 # fetch_rows / scan_rows / import_rows / remove (resharding's)
 
 
+async def test_list_range_walks_keys_in_byte_order_both_ways_dead_rows_included(node: Node) -> None:
+    # Byte order of the UTF-8: "Z" < "a" < "é" (0xC3 0xA9) < "🙂" (0xF0 …), whatever the locale.
+    keys = ["a", "a/1", "a/2", "a/3", "Z", "é", "🙂", "ab"]
+    for key in keys:
+        await node.put(key, key.encode() * 3, None)
+    await node.soft_delete("a/2", None)
+    await node.put("a/3", b"gone", 1)
+    await asyncio.sleep(0.01)
+    in_order = sorted(keys, key=lambda key: key.encode())
+    everything = await node.list_range("", None, descending=False, limit=100)
+    assert [row.key for row in everything] == in_order
+    assert {row.key: row.live for row in everything} == {key: key not in ("a/2", "a/3") for key in keys}
+    assert {row.key: row.size for row in everything if row.live}["é"] == len("é".encode()) * 3
+    backwards = await node.list_range("", None, descending=True, limit=100)
+    assert [row.key for row in backwards] == in_order[::-1]
+    # [start, stop), and the limit counts dead rows too.
+    assert [row.key for row in await node.list_range("a/", "a0", descending=False, limit=100)] == ["a/1", "a/2", "a/3"]
+    assert [row.key for row in await node.list_range("a/", "a0", descending=True, limit=2)] == ["a/3", "a/2"]
+    assert [row.key for row in await node.list_range("a/2", None, descending=False, limit=2)] == ["a/2", "a/3"]
+    live = await node.list_range("a/1", "a/2", descending=False, limit=5)
+    assert [(row.key, row.live, row.size) for row in live] == [("a/1", True, 9)]
+
+
 async def test_fetch_rows_returns_live_and_dead_rows_as_stored(node: Node) -> None:
     persistent = await node.create("persistent", b"\x00\xffbinary\x00", None)
     expiring = await node.create("expiring", b"soon", 3_600_000)

@@ -174,16 +174,26 @@ setInterval(() => {
 
 // ---- key browser -----------------------------------------------------------------------
 
-const browser = { cursors: [null], page: 0, asked: 0, selected: null, bytes: null, view: "text" };
+const browser = { search: null, cursors: [null], page: 0, asked: 0, selected: null, bytes: null, view: "text" };
 
+// The search as it was submitted: a later page follows its cursor, which carries the prefix,
+// direction and position, whatever the form says meanwhile.
 function listingPath(cursor) {
-  const params = new URLSearchParams();
-  const prefix = $("prefix").value;
-  if (prefix) params.set("prefix", prefix);
-  params.set("limit", $("limit").value);
-  if ($("reverse").checked) params.set("reverse", "true");
-  if (cursor) params.set("cursor", cursor);
+  const search = browser.search;
+  const params = new URLSearchParams({ limit: search.limit });
+  if (cursor) {
+    params.set("cursor", cursor);
+  } else {
+    if (search.prefix) params.set("prefix", search.prefix);
+    if (search.reverse) params.set("reverse", "true");
+  }
   return `/v1/kv?${params}`;
+}
+
+function takeSearch() {
+  browser.search = { prefix: $("prefix").value, limit: $("limit").value, reverse: $("reverse").checked };
+  browser.cursors = [null];
+  browser.page = 0;
 }
 
 async function loadPage() {
@@ -216,8 +226,7 @@ async function loadPage() {
 
 $("search-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  browser.cursors = [null];
-  browser.page = 0;
+  takeSearch();
   loadPage();
 });
 $("next-page").addEventListener("click", () => {
@@ -476,6 +485,7 @@ function route() {
     cluster.previous = null;
     pollCluster();
   } else {
+    if (!browser.search) takeSearch();
     loadPage();
   }
 }
