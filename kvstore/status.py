@@ -16,7 +16,7 @@ Metrics are cumulative, as Prometheus exports them: a reader computes rates from
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import Metric
@@ -168,6 +168,57 @@ def count_rows(stats: TableStats, samples: list[list[tuple[str, bool]]], sample_
     return RowCounts(stats.rows, with_expiry, dead, {"total": engine, "live": live, **methods}, sampled, sampled_dead)
 
 
+@dataclass(frozen=True)
+class TableCounts:
+    """What a shard's table holds, counted at ``counted_at`` (Unix time); ``error`` when the primary
+    answered but not with statistics (no schema, no answer in time)."""
+
+    counted_at: float
+    schema_version: int | None = None
+    rows: RowCounts | None = None
+    error: str | None = None
+
+
+async def count_table(shard: Shard, timeout_s: float) -> TableCounts:
+    """The table's statistics and ``SAMPLES`` random samples of its rows with an expiry."""
+    counted_at = time.time()
+    try:
+        async with asyncio.timeout(timeout_s):
+            stats = await shard.primary.table_stats()
+            samples = [await shard.primary.sample_expiring(SAMPLE_SIZE) for _ in range(SAMPLES)]
+    except KvError as error:
+        return TableCounts(counted_at, error=str(error))
+    except TimeoutError:
+        return TableCounts(counted_at, error=f"shard {shard.name}: primary: no answer within {timeout_s:g} s")
+    return TableCounts(counted_at, stats.schema_version, count_rows(stats, samples, SAMPLE_SIZE))
+
+
+class RecentCounts:
+    """``count_table`` at most once per ``max_age_s`` per shard, however many ask, for a server.
+
+    Counting is not free: SQLite counts every row, the others up to 100,000 (beyond, the engine's
+    estimate), on the connection foreground reads use; a console polling every 2 s must not cost
+    a scan each time. A failed count is not kept, so a shard that comes back is counted at once.
+    """
+
+    def __init__(self, max_age_s: float) -> None:
+        self.max_age_s = max_age_s
+        self._counted: dict[str, TableCounts] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def __call__(self, shard: Shard, timeout_s: float) -> TableCounts:
+        async with self._locks.setdefault(shard.name, asyncio.Lock()):
+            found = self._counted.get(shard.name)
+            if found is None or time.time() - found.counted_at >= self.max_age_s:
+                found = await count_table(shard, timeout_s)
+                if found.error is None:
+                    self._counted[shard.name] = found
+            return found
+
+
+CountTable = Callable[[Shard, float], Awaitable[TableCounts]]
+
+
 @dataclass
 class ShardStatus:
     name: str
@@ -175,16 +226,27 @@ class ShardStatus:
     weight: int
     share: float
     primary_error: str | None = None
-    error: str | None = None  # the primary answered, but not with statistics (no schema, no answer in time)
-    schema_version: int | None = None
-    rows: RowCounts | None = None
+    counts: TableCounts | None = None  # None when the primary did not answer
     replicas: list[ReplicaStatus] = field(default_factory=list)
+
+    @property
+    def error(self) -> str | None:
+        return None if self.counts is None else self.counts.error
+
+    @property
+    def schema_version(self) -> int | None:
+        return None if self.counts is None else self.counts.schema_version
+
+    @property
+    def rows(self) -> RowCounts | None:
+        return None if self.counts is None else self.counts.rows
 
     @property
     def ok(self) -> bool:
         return self.primary_error is None and self.error is None
 
     def to_json(self) -> dict[str, object]:
+        counted_at = None if self.rows is None or self.counts is None else round(self.counts.counted_at * 1000)
         return {
             "name": self.name,
             "backend": self.backend,
@@ -195,27 +257,20 @@ class ShardStatus:
             "replicas": [replica.to_json() for replica in self.replicas],
             "schema_version": self.schema_version,
             "rows": None if self.rows is None else self.rows.to_json(),
+            "counted_at": counted_at,
             "error": self.error,
         }
 
 
-async def shard_status(shard: Shard, weight: int, share: float, timeout_s: float, probe_replicas: bool) -> ShardStatus:
-    """Reachability, schema and rows of one shard; its replicas probed now when ``probe_replicas``
-    (a process without the background probe), else as the probe last saw them."""
+async def shard_status(
+    shard: Shard, weight: int, share: float, timeout_s: float, probe_replicas: bool, count: CountTable = count_table
+) -> ShardStatus:
+    """Reachability, schema and rows of one shard (counted by ``count``); its replicas probed now
+    when ``probe_replicas`` (a process without the background probe), else as the probe last saw them."""
     result = ShardStatus(shard.name, shard.backend, weight, share)
     result.primary_error = await primary_problem(shard, timeout_s)
     if result.primary_error is None:
-        try:
-            async with asyncio.timeout(timeout_s):
-                stats = await shard.primary.table_stats()
-                samples = [await shard.primary.sample_expiring(SAMPLE_SIZE) for _ in range(SAMPLES)]
-        except KvError as error:
-            result.error = str(error)
-        except TimeoutError:
-            result.error = f"shard {shard.name}: primary: no answer within {timeout_s:g} s"
-        else:
-            result.schema_version = stats.schema_version
-            result.rows = count_rows(stats, samples, SAMPLE_SIZE)
+        result.counts = await count(shard, timeout_s)
     if shard.replicas is not None and probe_replicas:
         await shard.replicas.probe()  # needs the primary's position: without it nothing is probed
     result.replicas = replica_statuses(shard, probed=result.primary_error is None)
@@ -294,22 +349,22 @@ class ClusterStatus:
 
 
 async def cluster_status(
-    shards: Mapping[str, Shard], record: RingRecord, timeout_s: float, probe_replicas: bool
+    shards: Mapping[str, Shard],
+    record: RingRecord,
+    timeout_s: float,
+    probe_replicas: bool,
+    count: CountTable = count_table,
 ) -> ClusterStatus:
     """Every shard of ``record``'s ring (then the others in ``shards``), each within ``timeout_s``."""
     ring = record.ring()
     weights, shares = {node.name: node.weight for node in ring.nodes}, ring.shares()
     # The ring in force first (it may name shards the config lacks), then known shards outside it.
     names = [name for name in dict.fromkeys([*ring.names, *record.shard_names(), *shards]) if name in shards]
-    statuses, migration = await asyncio.gather(
-        asyncio.gather(
-            *(
-                shard_status(shards[name], weights.get(name, 0), shares.get(name, 0.0), timeout_s, probe_replicas)
-                for name in names
-            )
-        ),
-        migration_status(shards, record, timeout_s),
+    by_shard = (
+        shard_status(shards[name], weights.get(name, 0), shares.get(name, 0.0), timeout_s, probe_replicas, count)
+        for name in names
     )
+    statuses, migration = await asyncio.gather(asyncio.gather(*by_shard), migration_status(shards, record, timeout_s))
     return ClusterStatus(record, list(statuses), migration)
 
 

@@ -15,6 +15,7 @@ from kvstore.http.problems import problem
 from kvstore.router import Router
 
 _NO_PARAMS = frozenset[str]()
+ROWS_MAX_AGE_S = 30.0  # row counts in /v1/status are at most this old (each count costs the shard a scan)
 
 
 class _KeyConvertor(PathConvertor):
@@ -29,13 +30,14 @@ register_url_convertor("key", _KeyConvertor())
 def cluster_routes(router: Router, timeout_s: float) -> list[Route]:
     """``timeout_s`` bounds each shard's part of a status answer: a down shard is reported, not waited for."""
     locate_prefix = (LOCATE.prefix or "").encode()
+    counts = status.RecentCounts(ROWS_MAX_AGE_S)
 
     async def cluster_status(request: Request) -> Response:
         try:
             query(request.scope, _NO_PARAMS)
         except InvalidRequest as error:
             return problem(400, str(error))
-        found = await status.cluster_status(router.shards, router.record, timeout_s, probe_replicas=False)
+        found = await status.cluster_status(router.shards, router.record, timeout_s, probe_replicas=False, count=counts)
         body = {**found.to_json(), **status.server_metrics()}
         return Response(orjson.dumps(body), media_type="application/json")
 

@@ -178,6 +178,7 @@ def test_cluster_page_shows_shards_ring_and_request_rates(
     assert sum(shares) == pytest.approx(100, abs=0.2)
     rows = sum(int(shard_cells.nth(4).text_content().replace(",", "")) for shard_cells in cells)
     assert rows == len(PAGE_KEYS) + 3
+    expect(page.locator("#rows-note")).to_have_text(re.compile(r"^Rows counted \d+s ago "))
     assert page.text_content("#ring-summary") == "Ring epoch 0, phase stable; no migration in progress"
     assert page.text_content("#replicas-body") == "no replicas configured"
     # Rates need two polls; the console's own polling is counted as the "v1/status" op.

@@ -59,6 +59,7 @@ async def test_status_reports_shards_ring_rows_and_dead_rows(
             len(dead),
         )
         assert set(rows["methods"].values()) == {"exact"}
+        assert abs(shard["counted_at"] - status["at"]) < 5000
 
 
 async def test_status_carries_the_servers_request_counts_and_latency(quiet: httpx.AsyncClient) -> None:
@@ -123,3 +124,14 @@ async def test_locate_refuses_what_a_key_route_refuses(quiet: httpx.AsyncClient,
 async def test_locate_without_a_key_says_so(quiet: httpx.AsyncClient) -> None:
     response = await quiet.get("/v1/locate/")
     assert response.status_code == 400 and response.json()["detail"].startswith("key is empty"), "as /v1/kv/ answers"
+
+
+async def test_row_counts_are_reused_for_a_while_not_recounted_per_poll(quiet: httpx.AsyncClient) -> None:
+    """A count scans the table (all of it on SQLite) on the connection reads use: a polling console
+    must not cost one per poll."""
+    first = {shard["name"]: shard for shard in (await quiet.get("/v1/status")).json()["shards"]}
+    for index in range(10):
+        assert (await quiet.put(f"/v1/kv/recount-{index}", content=b"v")).status_code == 201
+    again = {shard["name"]: shard for shard in (await quiet.get("/v1/status")).json()["shards"]}
+    for name, shard in again.items():
+        assert shard["counted_at"] == first[name]["counted_at"] and shard["rows"] == first[name]["rows"]

@@ -387,6 +387,12 @@ function renderCluster(status) {
     }),
   );
 
+  const counted = status.shards.map((shard) => shard.counted_at).filter((at) => at !== null);
+  $("rows-note").textContent = counted.length
+    ? `Rows counted ${formatDuration(status.at - Math.min(...counted) + 1)} ago ` +
+      "(at most every 30 s: a count scans the table); rates and the stale ratio are live."
+    : "";
+
   const replicas = status.shards.flatMap((shard) => shard.replicas);
   setRows(
     $("replicas-body"),
