@@ -308,15 +308,23 @@ class MigrationStatus:
         }
 
 
-async def migration_status(shards: Mapping[str, Shard], record: RingRecord, timeout_s: float) -> MigrationStatus | None:
-    """None on a stable ring; else the phase and the copy's progress as the source shards record it."""
+async def migration_status(
+    shards: Mapping[str, Shard], record: RingRecord, timeout_s: float, count: CountTable = count_table
+) -> MigrationStatus | None:
+    """None on a stable ring; else the phase and the copy's progress as the source shards record it,
+    each source sized by ``count``."""
     if record.previous is None:
         return None
+
+    async def source_rows(shard: Shard) -> int | None:
+        rows = (await count(shard, timeout_s)).rows
+        return None if rows is None else rows.total
+
     sources: list[SourceStatus] = []
     error = None
     try:
         async with asyncio.timeout(timeout_s):
-            sources = await copy_status(shards, record)
+            sources = await copy_status(shards, record, source_rows)
     except KvError as failure:
         error = str(failure)
     except TimeoutError:
@@ -364,8 +372,9 @@ async def cluster_status(
         shard_status(shards[name], weights.get(name, 0), shares.get(name, 0.0), timeout_s, probe_replicas, count)
         for name in names
     )
-    statuses, migration = await asyncio.gather(asyncio.gather(*by_shard), migration_status(shards, record, timeout_s))
-    return ClusterStatus(record, list(statuses), migration)
+    migration = migration_status(shards, record, timeout_s, count)
+    statuses, moving = await asyncio.gather(asyncio.gather(*by_shard), migration)
+    return ClusterStatus(record, list(statuses), moving)
 
 
 @dataclass
