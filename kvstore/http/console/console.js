@@ -238,22 +238,20 @@ $("previous-page").addEventListener("click", () => {
   loadPage();
 });
 
+const DETAIL_FIELDS = ["detail-shard", "detail-version", "detail-size", "detail-ttl", "detail-value", "detail-note"];
+
 async function openKey(key) {
   browser.selected = key;
   $("detail").hidden = false;
   $("detail-key").textContent = key;
   $("detail-error").textContent = "";
-  for (const id of ["detail-shard", "detail-version", "detail-size", "detail-ttl", "detail-value", "detail-note"]) {
-    $(id).textContent = "…";
-  }
+  for (const id of DETAIL_FIELDS) $(id).textContent = "…";
   for (const tr of $("keys-body").children) tr.classList.toggle("selected", tr.dataset.key === key);
   try {
     const [value, place] = await Promise.all([api(`/v1/kv/${keyPath(key)}`), api(`/v1/locate/${keyPath(key)}`)]);
     if (browser.selected !== key) return;
-    const location = await place.json();
-    $("detail-shard").textContent = location.fallback
-      ? `${location.shard} (moving from ${location.fallback})`
-      : location.shard;
+    const placed = await place.json();
+    $("detail-shard").textContent = placed.fallback ? `${placed.shard} (moving from ${placed.fallback})` : placed.shard;
     $("detail-version").textContent = (value.headers.get("ETag") || "").replaceAll('"', "");
     const expires = value.headers.get("Expires-At");
     $("detail-ttl").replaceChildren(ttlCell(expires === null ? null : Number(expires)));
@@ -265,9 +263,7 @@ async function openKey(key) {
     $("detail-error").textContent = error.message.startsWith("404")
       ? "this key is gone (deleted or expired since the listing)"
       : error.message;
-    for (const id of ["detail-shard", "detail-version", "detail-size", "detail-ttl", "detail-value", "detail-note"]) {
-      if ($(id).textContent === "…") $(id).textContent = "";
-    }
+    for (const id of DETAIL_FIELDS) if ($(id).textContent === "…") $(id).textContent = "";
   }
 }
 
