@@ -7,6 +7,7 @@
     ├── InvalidRequest           bad key, ttl or parameter (HTTP 400)
     │   └── ValueTooLarge        value over max_value_bytes (HTTP 413)
     ├── PreconditionFailed       If-Match / If-None-Match not met (HTTP 412)
+    ├── Conflict                 the key's value does not allow the operation, e.g. incr of a non-integer (HTTP 409)
     ├── SchemaError              a shard's schema is missing, foreign or newer than ours
     ├── ReshardError             a resharding step cannot run now (wrong phase, someone else's change)
     └── ShardError               a shard could not answer (HTTP 503 + Retry-After)
@@ -34,6 +35,11 @@ class ValueTooLarge(InvalidRequest):
 
 class PreconditionFailed(KvError):
     """A conditional write's precondition did not hold."""
+
+
+class Conflict(KvError):
+    """The operation cannot apply to the key's current value (an increment of a non-integer, or one
+    that would overflow): the request is valid, the state is not."""
 
 
 class SchemaError(KvError):

@@ -63,3 +63,19 @@ def parse_ttl_ms(text: str) -> int:
 
 def _ttl_too_long() -> InvalidRequest:
     return InvalidRequest(f"ttl must be at most {MAX_TTL_S} seconds (100 years)")
+
+
+_INCREMENT = re.compile(r"-?[0-9]{1,19}")
+
+
+def parse_increment(text: str) -> int:
+    """A counter's increment: a signed 64-bit decimal integer."""
+    if _INCREMENT.fullmatch(text) is None:
+        raise InvalidRequest(f"incr must be a signed 64-bit decimal integer, got {text[:40]!r}")
+    return check_increment(int(text))
+
+
+def check_increment(by: int) -> int:
+    if not -(2**63) <= by < 2**63:
+        raise InvalidRequest(f"incr must fit a signed 64-bit integer, got {by}")
+    return by

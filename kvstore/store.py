@@ -12,16 +12,17 @@ During a migration a key whose owner changes follows the moving-key rules (``mov
 
 import asyncio
 import functools
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from kvstore import listing, metrics, moving
-from kvstore.backends.base import Node, Put, Row
+from kvstore.backends.base import INTEGER_PATTERN, Node, Put, Row
 from kvstore.batching import Attempt
 from kvstore.conditions import Precondition
-from kvstore.errors import ShardError, ShardTimeout, ShardUnavailable
+from kvstore.errors import Conflict, ShardError, ShardTimeout, ShardUnavailable
 from kvstore.listing import ListQuery, Page
 from kvstore.positions import decode_read_after, encode_read_after
 from kvstore.router import Route, Router
@@ -29,6 +30,7 @@ from kvstore.shard import Shard
 from kvstore.topology import write_pause_detail
 
 T = TypeVar("T")
+_INTEGER = re.compile(INTEGER_PATTERN.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,20 @@ class KeyValueStore:
         if result is None and precondition.is_conditional:
             raise precondition.failure()
         return result
+
+    async def incr(self, key: str, by: int) -> WriteResult:
+        """Add ``by`` to a counter (``Node.incr``): the row with its new value. Raises Conflict when
+        the live value is not a decimal integer or the sum would overflow."""
+        route = self._write_route(key)
+        shard = route.owner
+        attempt = Attempt()
+
+        async def write() -> WriteResult:
+            await _pull(route, key)
+            row, position = await shard.write(key, attempt, functools.partial(increment, key=key, by=by))
+            return WriteResult(row, read_after=_token(shard, position))
+
+        return await self._run(shard, "incr", attempt, write)
 
     async def delete(self, key: str, precondition: Precondition) -> WriteResult | None:
         """Soft-delete; None when the key is not live (and the request was unconditional)."""
@@ -170,6 +186,18 @@ async def _pull(route: Route, key: str) -> None:
 async def _read_moving(route: Route, key: str) -> Row | None:
     assert route.fallback is not None
     return (await moving.read(route.owner.primary, route.fallback.primary, [key])).get(key)
+
+
+async def increment(node: Node, *, key: str, by: int) -> Row:
+    """``Node.incr``, with a Conflict that says why when the value cannot be incremented."""
+    row = await node.incr(key, by)
+    if row is not None:
+        return row
+    current = await node.get(key)
+    value = b"" if current is None or current.value is None else current.value
+    if _INTEGER.fullmatch(value):
+        raise Conflict(f"adding {by} to {value.decode()} would leave the signed 64-bit range")
+    raise Conflict("the value is not a decimal integer (as Redis INCR takes it: digits, optional '-', no spaces)")
 
 
 async def _touch(node: Node, *, key: str, ttl_ms: int | None, if_version: int | None) -> Row | None:

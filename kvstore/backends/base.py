@@ -19,6 +19,9 @@ E = TypeVar("E", bound=ShardError)
 SCHEMA_VERSION = 2  # 2: the kvstore_state table (ring record, copier cursors)
 PERSISTENT_TTL = 2**63 - 1  # max BIGINT: "never expires", so `ttl > now` selects every live row
 SOFT_DELETED_TTL = -1
+# A counter's value: a signed 64-bit decimal integer, as Redis INCR takes it (no sign on zero, no
+# leading zeros, no spaces). The engines' increments check it with this pattern.
+INTEGER_PATTERN = "0|-{0,1}[1-9][0-9]{0,18}"  # no "?": statements use it as their placeholder
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,13 @@ class Node(ABC):
     async def delete_many(self, keys: Sequence[str]) -> set[str]:
         """``soft_delete`` (unconditional) for each of ``keys``, as one statement where the engine can:
         the keys that were live and are now deleted. Keys distinct and sorted, as for ``put_many``."""
+
+    @abstractmethod
+    async def incr(self, key: str, by: int) -> Row | None:
+        """Add ``by`` to the key's value, a decimal integer, in one statement: the row it leaves,
+        with the new value. Without a live row the key starts at 0 and has no expiry; a live row
+        keeps its expiry. None, changing nothing, when the live value is not an integer
+        (``INTEGER_PATTERN``) or the sum would leave the signed 64-bit range."""
 
     @abstractmethod
     async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import aiomysql
 import pymysql
 
-from kvstore.backends.base import Put, ReplicaState, Row, SweeperLock
+from kvstore.backends.base import INTEGER_PATTERN, PERSISTENT_TTL, Put, ReplicaState, Row, SweeperLock
 from kvstore.backends.sql import (
     Dialect,
     Params,
@@ -101,6 +101,26 @@ WRITES = WriteTemplates(
     ),
 )
 STATEMENTS = Statements.build(DIALECT, WRITES)
+# A counter in one statement (``Node.incr``). ON DUPLICATE KEY UPDATE assigns left to right, each
+# assignment seeing the ones before: liveness and the check come first, from the old row, and ttl
+# last. The VALUES row sets the report's variables for a fresh insert; the update branch
+# overwrites them. A value that is no integer leaves the row as it was and reports @kv_ok = 0.
+_VALID_SUM = (
+    f"(value REGEXP '^({INTEGER_PATTERN})$' AND CAST(value AS DECIMAL(20, 0)) + ? BETWEEN {-(2**63)} AND {2**63 - 1})"
+)
+INCR = DIALECT.render(
+    "INSERT INTO store ({key}, value, ttl, version, sweep_slot)"
+    f" VALUES (?, (@kv_value := ?), (@kv_ttl := {PERSISTENT_TTL}),"
+    " (@kv_version := {now_us}) + 0 * (@kv_ok := 1), NULL)"
+    " ON DUPLICATE KEY UPDATE version = IF((@kv_ok := NOT (@kv_live := ttl > {now_ms}) OR {valid_sum}),"
+    " (@kv_version := {greatest}(version + 1, VALUES(version))), version),"
+    " value = IF(@kv_ok, (@kv_value := IF(@kv_live, CAST(CAST(value AS DECIMAL(20, 0)) + ? AS CHAR), VALUES(value))),"
+    " value),"
+    " sweep_slot = IF(@kv_ok AND NOT @kv_live, NULL, sweep_slot),"
+    " ttl = (@kv_ttl := IF(@kv_ok AND NOT @kv_live, VALUES(ttl), ttl));"
+    " SELECT @kv_ok, @kv_value, @kv_ttl, @kv_version",
+    valid_sum=_VALID_SUM,
+)
 # MariaDB >= 10.5: the upsert alone, reporting the row it left. ``@kv_live`` is 0 from the VALUES
 # clause (a fresh insert) unless the conflict branch records the replaced row's liveness. MariaDB
 # fills, writes and returns one row after another, so in a multi-row batch each row's RETURNING
@@ -240,6 +260,15 @@ class MySQLNode(SqlNode):
             await cursor.nextset()
             changed, ttl, version = await cursor.fetchone()
         return None if changed == 0 else (ttl, version)
+
+    async def incr(self, key: str, by: int) -> Row | None:
+        async with self._cursor(write=True) as cursor:
+            await cursor.execute(INCR, (key, str(by).encode(), by, by))
+            await cursor.nextset()
+            ok, value, ttl, version = await cursor.fetchone()
+        if not ok:
+            return None
+        return Row.from_columns(int(ttl), int(version), value if isinstance(value, bytes) else str(value).encode())
 
     async def _upsert(self, sql: str, params: Params) -> tuple[int, int, bool]:
         async with self._cursor(write=True) as cursor:

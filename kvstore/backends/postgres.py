@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from kvstore.backends.base import PERSISTENT_TTL, Put, Row, SweeperLock
+from kvstore.backends.base import INTEGER_PATTERN, PERSISTENT_TTL, Put, Row, SweeperLock
 from kvstore.backends.pool import ConnectionPool
 from kvstore.backends.sql import (
     STANDARD_WRITES,
@@ -35,6 +35,13 @@ DIALECT = Dialect(
     key_list="= ANY(?)",
     random_slot="floor(random() * 4611686018427387904)::bigint",
     integer_param="?::bigint",
+    # 'escape' keeps ASCII digits as they are and turns any other byte into \ooo, so the pattern
+    # check never fails on bytes that are not UTF-8; the sum is exact in numeric, then range-checked.
+    incremented=(
+        f"CASE WHEN encode(s.value, 'escape') ~ '^({INTEGER_PATTERN})$' THEN (SELECT convert_to(n::text, 'UTF8')"
+        " FROM (SELECT encode(s.value, 'escape')::numeric + ?::bigint AS n) sum"
+        f" WHERE n BETWEEN {-(2**63)} AND {2**63 - 1}) END"
+    ),
     # The insert position, not the write position: with synchronous_commit=off a commit record can be
     # inserted but not yet written when the write returns, and the write position would come before it.
     replication_position="SELECT pg_current_wal_insert_lsn()::text",

@@ -84,6 +84,9 @@ class Dialect:
     # deletes need both); None: deletes go one statement each.
     random_slot: str | None = None
     integer_param: str = "?"  # a parameter whose type the engine cannot infer from its context
+    # The stored value ``s.value`` plus the ``?`` increment, as the new value's bytes, or NULL when
+    # it is not an integer (``INTEGER_PATTERN``) or the sum leaves the signed 64-bit range.
+    incremented: str = "NULL"
 
     @property
     def array_keys(self) -> bool:
@@ -123,6 +126,18 @@ SOFT_DELETE = (
 DELETE_MANY = (
     "UPDATE store SET ttl = -1, version = {next_version}, sweep_slot = COALESCE(sweep_slot, {random_slot})"
     " WHERE {key} {keys} AND ttl > {now_ms} RETURNING {key}"
+)
+# A counter in one statement: a fresh row when there is no live one, else the sum; a live value
+# that is no integer matches no row of the conflict branch (RETURNING nothing). SET expressions
+# read the row as it was, so ``s.ttl`` is the old expiry throughout.
+INCR = (
+    "INSERT INTO store AS s ({key}, value, ttl, version, sweep_slot) VALUES (?, ?, {persistent}, {now_us}, NULL)"
+    " ON CONFLICT ({key}) DO UPDATE SET value = CASE WHEN s.ttl > {now_ms} THEN {incremented} ELSE excluded.value END,"
+    " ttl = CASE WHEN s.ttl > {now_ms} THEN s.ttl ELSE excluded.ttl END,"
+    " version = {greatest}(s.version + 1, excluded.version),"
+    " sweep_slot = CASE WHEN s.ttl > {now_ms} THEN s.sweep_slot END"
+    " WHERE s.ttl <= {now_ms} OR {incremented} IS NOT NULL"
+    " RETURNING value, ttl, version"
 )
 PROBE_COLUMNS = "SELECT {key}, value, ttl, version, sweep_slot FROM store WHERE 1 = 0"
 SAMPLE = "SELECT {key}, ttl <= {now_ms} FROM store WHERE sweep_slot >= ? ORDER BY sweep_slot LIMIT ?"
@@ -190,6 +205,7 @@ class Statements:
     touch_if_version: str
     soft_delete: str
     soft_delete_if_version: str
+    incr: str
     probe_columns: str
     read_schema_version: str
     replication_position: str
@@ -224,6 +240,7 @@ class Statements:
             touch_if_version=touch_if_version,
             soft_delete=soft_delete,
             soft_delete_if_version=soft_delete_if_version,
+            incr=dialect.render(INCR, incremented=dialect.incremented, persistent=str(PERSISTENT_TTL)),
             probe_columns=dialect.render(PROBE_COLUMNS),
             read_schema_version=READ_SCHEMA_VERSION,
             replication_position=dialect.replication_position,
@@ -317,6 +334,10 @@ class SqlNode(Node):
             if row is not None:
                 return row, True
         raise self.failure(ShardTimeout, "the key changed under every attempt to write it; try again")
+
+    async def incr(self, key: str, by: int) -> Row | None:
+        row = await self._write_returning(self.statements.incr, (key, str(by).encode(), by, by))
+        return None if row is None else Row.from_columns(int(row[1]), int(row[2]), bytes(row[0]))
 
     async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:
         slot = sweep_slot(ttl_ms)

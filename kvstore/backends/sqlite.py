@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +23,7 @@ from typing import Any
 
 import aiosqlite
 
-from kvstore.backends.base import Put, Row, SweeperLock
+from kvstore.backends.base import INTEGER_PATTERN, Put, Row, SweeperLock
 from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode, keyed_statement, put_params, values_rows
 from kvstore.errors import ShardTimeout, ShardUnavailable
 
@@ -38,6 +39,7 @@ DIALECT = Dialect(
     # every connection registers.
     now_us="kv_now_us()",
     greatest="max",
+    incremented="kv_incremented(s.value, ?)",
     random_slot="(random() & 4611686018427387903)",
     # SQLite has no replication: a shard of it has no replicas (the config refuses them).
     replication_position="SELECT ''",
@@ -80,6 +82,17 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+_INTEGER = re.compile(INTEGER_PATTERN.encode())
+
+
+def _incremented(value: bytes, by: int) -> bytes | None:
+    """The ``incremented`` fragment for SQLite, which has no pattern matching of its own."""
+    if not isinstance(value, bytes) or not _INTEGER.fullmatch(value):
+        return None
+    total = int(value) + by
+    return str(total).encode() if -(2**63) <= total < 2**63 else None
+
+
 class SQLiteNode(SqlNode):
     dialect = DIALECT
     statements = STATEMENTS
@@ -105,6 +118,7 @@ class SQLiteNode(SqlNode):
             self._path.parent.mkdir(parents=True, exist_ok=True)
             connection = await aiosqlite.connect(self._path, isolation_level=None)
             await connection.create_function("kv_now_us", 0, _now_us, deterministic=False)
+            await connection.create_function("kv_incremented", 2, _incremented, deterministic=True)
             await connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             await connection.execute("PRAGMA journal_mode = WAL")
             await connection.execute("PRAGMA synchronous = FULL")

@@ -18,7 +18,7 @@ from kvstore.errors import InvalidRequest, ValueTooLarge
 from kvstore.http import reply
 from kvstore.http.endpoints import KEY_PREFIX
 from kvstore.http.reply import RawHeaders, Reply
-from kvstore.keys import parse_key, parse_ttl_ms
+from kvstore.keys import parse_increment, parse_key, parse_ttl_ms
 from kvstore.store import KeyValueStore, WriteResult
 
 READ_AFTER_HEADER = "Kv-Read-After"
@@ -31,7 +31,7 @@ _PATCH_BODY_DETAIL = (
 _NO_PARAMS = frozenset[str]()
 _GET_PARAMS = frozenset({"consistency", "after"})
 _PUT_PARAMS = frozenset({"ttl"})
-_PATCH_PARAMS = frozenset({"ttl", "persist"})
+_PATCH_PARAMS = frozenset({"ttl", "persist", "incr"})
 
 
 class ClientGone(Exception):
@@ -148,13 +148,17 @@ def row_headers(row: Row) -> RawHeaders:
     return headers
 
 
-def written(key: str, result: WriteResult, status: int) -> Reply:
+def written(key: str, result: WriteResult, status: int, *, counter: bool = False) -> Reply:
+    """The JSON answer to a write; a counter's also carries its new value, as a number."""
     row = result.row
     assert row is not None
     headers = row_headers(row)
     if result.read_after is not None:
         headers.append((b"kv-read-after", result.read_after.encode()))
-    body = orjson.dumps({"key": key, "version": row.version, "expires_at": row.expires_at_ms})
+    document: dict[str, object] = {"key": key, "version": row.version, "expires_at": row.expires_at_ms}
+    if counter:
+        document["value"] = int(row.value or b"0")
+    body = orjson.dumps(document)
     return Reply(status, headers, body, reply.JSON)
 
 
@@ -207,8 +211,10 @@ class KeyRoute:
 
     async def patch(self, scope: Scope, receive: Receive, key: str, headers: RequestHeaders) -> Reply:
         params = query(scope, _PATCH_PARAMS)
-        if ("ttl" in params) == ("persist" in params):
-            raise InvalidRequest("PATCH takes exactly one of ?ttl=SECONDS or ?persist=true")
+        if len(params.keys() & _PATCH_PARAMS) != 1:
+            raise InvalidRequest("PATCH takes exactly one of ?ttl=SECONDS, ?persist=true or ?incr=N")
+        if "incr" in params:
+            return await self.incr(receive, key, parse_increment(params["incr"]), headers)
         if "persist" in params and params["persist"] != "true":
             raise InvalidRequest("persist must be 'true'")
         ttl_ms = parse_ttl_ms(params["ttl"]) if "ttl" in params else None
@@ -218,6 +224,13 @@ class KeyRoute:
             raise InvalidRequest(_PATCH_BODY_DETAIL)
         result = await self.store.touch(key, ttl_ms, precondition)
         return not_found() if result is None else written(key, result, 200)
+
+    async def incr(self, receive: Receive, key: str, by: int, headers: RequestHeaders) -> Reply:
+        if headers.if_match is not None or headers.if_none_match is not None:
+            raise InvalidRequest("PATCH ?incr takes no If-Match or If-None-Match: an increment applies to any value")
+        if await has_body(receive):
+            raise InvalidRequest("PATCH ?incr=N takes no body: N is the increment")
+        return written(key, await self.store.incr(key, by), 200, counter=True)
 
     async def delete(self, scope: Scope, key: str, headers: RequestHeaders) -> Reply:
         query(scope, _NO_PARAMS)

@@ -236,17 +236,37 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                         },
                     },
                     "patch": {
-                        "summary": "Change the expiry (ttl) or remove it (persist=true), keeping the value",
-                        "description": "Takes no request body (400): the value is changed by PUT.",
+                        "summary": (
+                            "Change the expiry (ttl) or remove it (persist=true), keeping the value; or add to a"
+                            " counter (incr=N)"
+                        ),
+                        "description": (
+                            "Takes no request body (400): the value is changed by PUT. Exactly one of ttl, persist,"
+                            " incr. A counter's value is a decimal integer (as Redis INCR takes it); a key without"
+                            " a live value starts at 0 with no expiry, a live one keeps its expiry. A value that is"
+                            " no integer, or a sum outside the signed 64-bit range, is a 409 and changes nothing."
+                        ),
                         "parameters": [
                             ttl_param,
                             {"name": "persist", "in": "query", "schema": {"type": "string", "enum": ["true"]}},
+                            {
+                                "name": "incr",
+                                "in": "query",
+                                "description": "Add this signed 64-bit integer to the counter (no If-Match with it)",
+                                "schema": {"type": "string", "pattern": "^-?[0-9]{1,19}$"},
+                            },
                             if_match,
                         ],
                         "responses": {
-                            "200": written,
+                            "200": written
+                            | {
+                                "description": (
+                                    "The key's new state; with incr, the body also has the counter's new `value`"
+                                )
+                            },
                             "400": _PROBLEM,
                             "404": _PROBLEM,
+                            "409": _PROBLEM,
                             "412": _PROBLEM,
                             "503": _UNAVAILABLE,
                         },
@@ -336,6 +356,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                     "properties": {
                         "key": {"type": "string"},
                         "version": {"type": "integer"},
+                        "value": {"type": "integer", "description": "A counter's new value (PATCH ?incr only)"},
                         "expires_at": {
                             "type": ["integer", "null"],
                             "description": "Epoch ms, null if persistent",

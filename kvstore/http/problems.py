@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from kvstore.errors import InvalidRequest, KvError, PreconditionFailed, SchemaError, ShardError, ValueTooLarge
+from kvstore.errors import Conflict, InvalidRequest, KvError, PreconditionFailed, SchemaError, ShardError, ValueTooLarge
 from kvstore.http import reply
 from kvstore.http.reply import Reply
 
@@ -17,6 +17,7 @@ STATUS_BY_ERROR: tuple[tuple[type[KvError], int], ...] = (
     (ValueTooLarge, 413),
     (InvalidRequest, 400),
     (PreconditionFailed, 412),
+    (Conflict, 409),
     (ShardError, 503),
     (SchemaError, 503),
 )

@@ -363,3 +363,26 @@ async def test_sql_injection_is_stored_and_returned_verbatim(client: httpx.Async
     assert (await client.delete(url(key))).status_code == 204
     assert (await client.get(url(key))).status_code == 404
     assert (await client.get("/readyz")).status_code == 200, "the shards and their tables are still there"
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({"incr": "1.5"}, "incr must be a signed 64-bit decimal integer"),
+        ({"incr": "+1"}, "incr must be a signed 64-bit decimal integer"),
+        ({"incr": str(2**63)}, "incr must fit a signed 64-bit integer"),
+        ({"incr": "1", "ttl": "5"}, "PATCH takes exactly one of ?ttl=SECONDS, ?persist=true or ?incr=N"),
+    ],
+)
+async def test_bad_increments_are_refused(client: httpx.AsyncClient, params: dict[str, str], detail: str) -> None:
+    body = assert_problem(await client.patch(url(new_key()), params=params), 400)
+    assert detail in str(body["detail"])
+
+
+async def test_an_increment_takes_no_precondition_and_no_body(client: httpx.AsyncClient) -> None:
+    key = new_key()
+    conditional = await client.patch(url(key), params={"incr": "1"}, headers={"If-Match": "*"})
+    assert "takes no If-Match" in str(assert_problem(conditional, 400)["detail"])
+    with_body = await client.patch(url(key), params={"incr": "1"}, content=b"5")
+    assert "takes no body" in str(assert_problem(with_body, 400)["detail"])
+    assert (await client.get(url(key))).status_code == 404

@@ -381,6 +381,41 @@ async def test_list_range_walks_keys_in_byte_order_both_ways_dead_rows_included(
     assert [(row.key, row.live, row.size) for row in live] == [("a/1", True, 9)]
 
 
+async def test_incr_counts_from_zero_keeps_expiry_and_refuses_non_integers(node: Node) -> None:
+    first = await node.incr("n", 5)
+    assert first is not None and first.value == b"5" and first.expires_at_ms is None
+    second = await node.incr("n", -12)
+    assert second is not None and second.value == b"-7" and second.version > first.version
+    assert await node.get("n") == Row(second.version, None, b"-7")
+    # A live row keeps its expiry; a dead one (deleted, expired) starts again from 0, persistent.
+    await node.put("ttl", b"40", 60_000)
+    kept = await node.incr("ttl", 2)
+    assert kept is not None and kept.value == b"42" and kept.expires_at_ms is not None
+    await node.put("gone", b"99", None)
+    await node.soft_delete("gone", None)
+    assert await node.incr("gone", 1) == Row((await node.get("gone")).version, None, b"1")  # type: ignore[union-attr]
+    await node.put("old", b"99", 1)
+    await asyncio.sleep(0.01)
+    restarted = await node.incr("old", 3)
+    assert restarted is not None and (restarted.value, restarted.expires_at_ms) == (b"3", None)
+    # Not integers (Redis's rule), and sums outside the signed 64-bit range: refused, row unchanged.
+    for value in [b"", b"abc", b"1.5", b" 1", b"1 ", b"+1", b"007", b"-0", b"\xff1", b"99999999999999999999"]:
+        await node.put("bad", value, None)
+        before = await node.get("bad")
+        assert await node.incr("bad", 1) is None, value
+        assert await node.get("bad") == before, value
+    await node.put("top", str(2**63 - 2).encode(), None)
+    assert (await node.incr("top", 1)) is not None and await node.incr("top", 1) is None
+    assert (await node.get("top")).value == str(2**63 - 1).encode()  # type: ignore[union-attr]
+    await node.put("bottom", str(-(2**63)).encode(), None)
+    assert await node.incr("bottom", -1) is None and (await node.incr("bottom", 2**63 - 1)).value == b"-1"  # type: ignore[union-attr]
+
+
+async def test_concurrent_increments_are_each_applied_once(node: Node) -> None:
+    await asyncio.gather(*(node.incr("hits", 1) for _ in range(CONCURRENT_WRITERS * 10)))
+    assert (await node.get("hits")).value == str(CONCURRENT_WRITERS * 10).encode()  # type: ignore[union-attr]
+
+
 async def test_fetch_rows_returns_live_and_dead_rows_as_stored(node: Node) -> None:
     persistent = await node.create("persistent", b"\x00\xffbinary\x00", None)
     expiring = await node.create("expiring", b"soon", 3_600_000)
