@@ -90,11 +90,12 @@ async def test_the_sweepers_counters_appear_per_shard(client: httpx.AsyncClient)
     """The session app runs an eager sweeper on both shards."""
     for _ in range(100):
         sweepers = (await client.get("/v1/status")).json()["sweepers"]
-        if set(sweepers) == {"s0", "s1"} and all(entry.get("cycles", 0) > 0 for entry in sweepers.values()):
+        # Metrics are the process's: other apps this test process built may add their shards.
+        if {"s0", "s1"} <= set(sweepers) and all(sweepers[name].get("cycles", 0) > 0 for name in ("s0", "s1")):
             break
         await asyncio.sleep(0.05)
-    assert set(sweepers) == {"s0", "s1"}
-    for entry in sweepers.values():
+    assert {"s0", "s1"} <= set(sweepers)
+    for entry in (sweepers["s0"], sweepers["s1"]):
         assert entry["cycles"] > 0 and entry["deleted_rows"] >= 0 and 0 <= entry["stale_ratio"] <= 1
 
 
