@@ -31,7 +31,7 @@ import asyncio
 import functools
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -110,6 +110,15 @@ class _Lane(ABC, Generic[E]):
         if self._running < self._max_runners:
             self._start_runner()
 
+    def _enqueue_all(self, entries: list[E]) -> None:
+        """Queue many entries at once (a client's batch): they leave as few statements as the
+        batch size allows, on as many free slots as that takes."""
+        self._queue.extend(entries)
+        wanted = -(-len(entries) // self._max_keys)
+        while wanted > 0 and self._running < self._max_runners:
+            self._start_runner()
+            wanted -= 1
+
     def _start_runner(self) -> None:
         self._running += 1  # counted here and uncounted as _drain returns, with no gap between
         runner = asyncio.create_task(self._drain())
@@ -170,6 +179,26 @@ class ReadLane(_Lane[_Lookup]):
             lookup.waiters.append(future)
         return await future
 
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Row]:
+        """The live rows of ``keys`` (a client's batch): queued together, so they go out as one
+        statement per ``max_keys``, joining lookups of the same keys not yet sent."""
+        loop = asyncio.get_running_loop()
+        futures: dict[str, asyncio.Future[Row | None]] = {}
+        fresh: list[_Lookup] = []
+        for key in keys:
+            if key in futures:
+                continue
+            future = futures[key] = loop.create_future()
+            lookup = self._unsent.get(key)
+            if lookup is None:
+                lookup = self._unsent[key] = _Lookup(key, [future])
+                fresh.append(lookup)
+            else:
+                lookup.waiters.append(future)
+        self._enqueue_all(fresh)
+        rows = await asyncio.gather(*futures.values())
+        return {key: row for key, row in zip(futures, rows, strict=True) if row is not None}
+
     def _take(self) -> list[_Lookup]:
         batch: list[_Lookup] = []
         while self._queue and len(batch) < self._max_keys:
@@ -224,6 +253,23 @@ class WriteLane(_Lane[_Write]):
             return await self._now(key, attempt, functools.partial(_delete_one, key))
         result: tuple[bool, str | None] = await self._submit(_Write(key, _future(), attempt, delete=True))
         return result
+
+    async def put_many(self, writes: Sequence[Put], attempts: Sequence[Attempt]) -> list[Any]:
+        """Unconditional PUTs of a client's batch, queued together (in each key's turn): per write,
+        ``((row, created), position)`` or the exception it failed with."""
+        entries = [
+            _Write(write.key, _future(), attempt, write) for write, attempt in zip(writes, attempts, strict=True)
+        ]
+        self._enqueue_all(entries)
+        results: list[Any] = await asyncio.gather(*(entry.future for entry in entries), return_exceptions=True)
+        return results
+
+    async def delete_many(self, keys: Sequence[str], attempts: Sequence[Attempt]) -> list[Any]:
+        """Unconditional soft deletes of a client's batch: per key ``(was live, position)`` or an exception."""
+        entries = [_Write(key, _future(), attempt, delete=True) for key, attempt in zip(keys, attempts, strict=True)]
+        self._enqueue_all(entries)
+        results: list[Any] = await asyncio.gather(*(entry.future for entry in entries), return_exceptions=True)
+        return results
 
     async def run(self, key: str, attempt: Attempt, call: Callable[[Node], Awaitable[T]]) -> tuple[T, str | None]:
         """``call(node)`` alone, in ``key``'s turn: after the writes to ``key`` queued before it."""

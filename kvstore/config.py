@@ -18,15 +18,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
+from kvstore.backends.registry import ENGINES, Engine
 from kvstore.errors import ConfigError
 from kvstore.ring import DEFAULT_VNODES_PER_WEIGHT, HashRing, RingNode
 
 T = TypeVar("T")
-BACKENDS = ("sqlite", "postgres", "mysql")
 CONFIG_ENV = "KVSTORE_CONFIG"
 DEFAULT_CONFIG_PATH = Path("shards.yaml")
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_DSN_SCHEMES = {"postgres": ("postgres", "postgresql"), "mysql": ("mysql", "mariadb")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +210,7 @@ def _portable_specs(raw: Any, shards: tuple[ShardSettings, ...]) -> tuple[Mappin
     specs = []
     for item, shard in zip(raw, shards, strict=True):
         spec: dict[str, Any] = {"name": shard.name, "backend": shard.backend, "weight": shard.weight}
-        spec["primary"] = shard.primary if shard.backend == "sqlite" else item["primary"]
+        spec["primary"] = shard.primary if ENGINES[shard.backend].embedded else item["primary"]
         if shard.replicas:
             spec["replicas"] = list(item["replicas"])
         for pool in ("pool_min_size", "pool_max_size"):
@@ -354,23 +353,24 @@ def _shard(raw: Any, path: str, base_dir: Path) -> ShardSettings:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise ConfigError(f"{path}.name: must be 1-64 characters of letters, digits, '_', '.', '-'")
     backend = item.get("backend")
-    if backend not in BACKENDS:
-        raise ConfigError(f"{path}.backend: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    primary = _location(item.get("primary"), backend, f"{path}.primary", base_dir)
+    engine = ENGINES.get(backend) if isinstance(backend, str) else None
+    if engine is None:
+        raise ConfigError(f"{path}.backend: unknown backend {backend!r}; expected one of {', '.join(ENGINES)}")
+    primary = _location(item.get("primary"), engine, f"{path}.primary", base_dir)
     replicas_raw = item.get("replicas") or []
     if not isinstance(replicas_raw, list):
         raise ConfigError(f"{path}.replicas: must be a list")
-    if backend == "sqlite" and replicas_raw:
-        raise ConfigError(f"{path}.replicas: sqlite shards have no replicas")
+    if not engine.replicas and replicas_raw:
+        raise ConfigError(f"{path}.replicas: {engine.name} shards have no replicas")
     replicas = tuple(
-        _location(replica, backend, f"{path}.replicas[{index}]", base_dir) for index, replica in enumerate(replicas_raw)
+        _location(replica, engine, f"{path}.replicas[{index}]", base_dir) for index, replica in enumerate(replicas_raw)
     )
     weight = _integer(item.get("weight", 1), f"{path}.weight", 1)
     pool_min = item.get("pool_min_size")
     pool_max = item.get("pool_max_size")
     return ShardSettings(
         name=name,
-        backend=backend,
+        backend=engine.name,
         primary=primary,
         replicas=replicas,
         weight=weight,
@@ -379,32 +379,30 @@ def _shard(raw: Any, path: str, base_dir: Path) -> ShardSettings:
     )
 
 
-def _location(raw: Any, backend: str, path: str, base_dir: Path) -> str:
-    """A SQLite file path (made absolute against the config's folder) or a checked DSN."""
+def _location(raw: Any, engine: Engine, path: str, base_dir: Path) -> str:
+    """An embedded engine's file path (made absolute against the config's folder) or a checked DSN."""
     if not isinstance(raw, str) or not raw.strip():
-        raise ConfigError(f"{path}: missing; expected {'a file path' if backend == 'sqlite' else 'a DSN'}")
-    if backend == "sqlite":
+        raise ConfigError(f"{path}: missing; expected {'a file path' if engine.embedded else 'a DSN'}")
+    if engine.embedded:
         if raw == ":memory:" or raw.startswith("file:"):
-            raise ConfigError(f"{path}: sqlite shards need a plain file path (shared by workers)")
+            raise ConfigError(f"{path}: {engine.name} shards need a plain file path (shared by workers)")
         return str((base_dir / raw).resolve())
     try:
         parts = urlsplit(raw)
         port = parts.port
     except ValueError as error:
         raise ConfigError(f"{path}: bad DSN: {error}") from None
-    if parts.scheme not in _DSN_SCHEMES[backend]:
-        expected = " or ".join(f"{scheme}://" for scheme in _DSN_SCHEMES[backend])
-        raise ConfigError(f"{path}: bad DSN: a {backend} DSN starts with {expected}")
+    if parts.scheme not in engine.dsn_schemes:
+        expected = " or ".join(f"{scheme}://" for scheme in engine.dsn_schemes)
+        raise ConfigError(f"{path}: bad DSN: a {engine.name} DSN starts with {expected}")
     if not parts.hostname:
         raise ConfigError(f"{path}: bad DSN: no host")
-    if backend == "mysql" and not parts.path.strip("/"):
-        raise ConfigError(f"{path}: bad DSN: no database name (mysql://user:password@host:port/db)")
-    if backend == "mysql" and dict(parse_qsl(parts.query)).get("ssl", "disable") not in (
-        "disable",
-        "require",
-        "verify",
-    ):
-        raise ConfigError(f"{path}: bad DSN: ssl must be disable, require or verify")
+    if engine.dsn_needs_database and not parts.path.strip("/"):
+        raise ConfigError(f"{path}: bad DSN: no database name ({engine.dsn_schemes[0]}://user:password@host:port/db)")
+    options = dict(parse_qsl(parts.query))
+    for option, allowed in engine.dsn_options.items():
+        if options.get(option, allowed[0]) not in allowed:
+            raise ConfigError(f"{path}: bad DSN: {option} must be {', '.join(allowed[:-1])} or {allowed[-1]}")
     del port  # parsed only to validate it
     return raw
 

@@ -8,6 +8,7 @@
     │   └── ValueTooLarge        value over max_value_bytes (HTTP 413)
     ├── PreconditionFailed       If-Match / If-None-Match not met (HTTP 412)
     ├── Conflict                 the key's value does not allow the operation, e.g. incr of a non-integer (HTTP 409)
+    ├── CrossShard               a transaction's keys live on several shards (HTTP 422)
     ├── SchemaError              a shard's schema is missing, foreign or newer than ours
     ├── ReshardError             a resharding step cannot run now (wrong phase, someone else's change)
     └── ShardError               a shard could not answer (HTTP 503 + Retry-After)
@@ -40,6 +41,18 @@ class PreconditionFailed(KvError):
 class Conflict(KvError):
     """The operation cannot apply to the key's current value (an increment of a non-integer, or one
     that would overflow): the request is valid, the state is not."""
+
+
+class CrossShard(KvError):
+    """A transaction names keys that live on different shards; hash tags put keys together."""
+
+    def __init__(self, shards: dict[str, list[str]]) -> None:
+        described = "; ".join(f"{shard}: {', '.join(repr(key) for key in keys[:3])}" for shard, keys in shards.items())
+        super().__init__(
+            f"a transaction's keys must live on one shard, these are on {len(shards)} ({described});"
+            " give them a common hash tag, e.g. {user42}/..."
+        )
+        self.shards = sorted(shards)
 
 
 class SchemaError(KvError):

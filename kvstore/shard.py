@@ -8,9 +8,9 @@ that node's lanes (``batching.py``), which coalesce concurrent requests into one
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kvstore import metrics
 from kvstore.backends import Node, PoolSettings, create_node
@@ -108,24 +108,64 @@ class Shard:
             return row, created, position
         attempt.sent = True
         row, created = await self.primary.put(write.key, write.value, write.ttl_ms)
-        return row, created, await self._position()
+        return row, created, await self.position()
 
     async def delete(self, key: str, attempt: Attempt) -> tuple[bool, str | None]:
         """An unconditional soft delete on the primary: ``(was live, replication position)``."""
         if self.lanes.writes is not None:
             return await self.lanes.writes.delete(key, attempt)
         attempt.sent = True
-        return await self.primary.soft_delete(key, None), await self._position()
+        return await self.primary.soft_delete(key, None), await self.position()
+
+    async def put_many(self, writes: Sequence[Put], attempts: Sequence[Attempt]) -> list[Any]:
+        """Unconditional PUTs of a client's batch (keys distinct): per write ``((row, created),
+        position)``, or the exception that write failed with."""
+        if self.lanes.writes is not None:
+            return await self.lanes.writes.put_many(writes, attempts)
+        for attempt in attempts:
+            attempt.sent = True
+        try:
+            rows = await self.primary.put_many(sorted(writes, key=lambda write: write.key))
+            position = await self.position()
+        except Exception as error:  # one answer for every write: the statement was all or nothing
+            return [error] * len(writes)
+        by_key = {write.key: row for write, row in zip(sorted(writes, key=lambda write: write.key), rows, strict=True)}
+        return [(by_key[write.key], position) for write in writes]
+
+    async def delete_many(self, keys: Sequence[str], attempts: Sequence[Attempt]) -> list[Any]:
+        """Unconditional soft deletes of a client's batch (keys distinct): per key ``(was live,
+        position)``, or the exception it failed with."""
+        if self.lanes.writes is not None:
+            return await self.lanes.writes.delete_many(keys, attempts)
+        for attempt in attempts:
+            attempt.sent = True
+        try:
+            deleted = await self.primary.delete_many(sorted(keys))
+            position = await self.position()
+        except Exception as error:
+            return [error] * len(keys)
+        return [(key in deleted, position) for key in keys]
 
     async def write(self, key: str, attempt: Attempt, call: Callable[[Node], Awaitable[T]]) -> tuple[T, str | None]:
         """Any other write to ``key`` on the primary, in the key's turn: ``(result, position)``."""
         if self.lanes.writes is not None:
             return await self.lanes.writes.run(key, attempt, call)
         attempt.sent = True
-        return await call(self.primary), await self._position()
+        return await call(self.primary), await self.position()
 
-    async def _position(self) -> str | None:
+    async def position(self) -> str | None:
+        """The primary's replication position now (for read-after tokens); None without replicas."""
         return None if self.replicas is None else await self.primary.replication_position()
+
+    async def read_many(self, keys: Sequence[str], *, strong: bool, after_position: str | None) -> dict[str, Row]:
+        """The live rows of ``keys``, routed as ``read`` routes one key: one statement per node."""
+        return await self.read_with(
+            functools.partial(self._get_many, keys=keys), strong=strong, after_position=after_position
+        )
+
+    async def _get_many(self, node: Node, *, keys: Sequence[str]) -> dict[str, Row]:
+        lane = self.lanes.reads.get(node.label)
+        return await node.get_many(keys) if lane is None else await lane.get_many(keys)
 
     async def _get(self, node: Node, *, key: str) -> Row | None:
         lane = self.lanes.reads.get(node.label)

@@ -5,7 +5,9 @@ applies the per-request deadline, and records per-shard latency and errors. It k
 nothing of HTTP and nothing of SQL.
 
 Conditional writes map to one conditional statement each; an unconditional PUT is the
-backend's upsert (``Node.put``).
+backend's upsert (``Node.put``); an increment is ``Node.incr``. The multi-key operations build on
+the same node calls: a listing is ``listing.py``'s pages, a batch groups its ops per shard and kind
+into one statement each, and a transaction runs its ops in one database transaction on one shard.
 
 During a migration a key whose owner changes follows the moving-key rules (``moving.py``).
 """
@@ -14,16 +16,18 @@ import asyncio
 import functools
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from kvstore import listing, metrics, moving
 from kvstore.backends.base import INTEGER_PATTERN, Node, Put, Row
 from kvstore.batching import Attempt
 from kvstore.conditions import Precondition
-from kvstore.errors import Conflict, ShardError, ShardTimeout, ShardUnavailable
+from kvstore.errors import Conflict, CrossShard, PreconditionFailed, ShardError, ShardTimeout, ShardUnavailable
 from kvstore.listing import ListQuery, Page
+from kvstore.operations import Compare, DeleteOp, GetOp, IncrOp, Op, OpFailed, Outcome, PutOp, TxnResult, is_write
 from kvstore.positions import decode_read_after, encode_read_after
 from kvstore.router import Route, Router
 from kvstore.shard import Shard
@@ -140,7 +144,7 @@ class KeyValueStore:
             raise ShardUnavailable(route.owner.name, write_pause_detail(route.writes_paused_by))
         return route
 
-    async def list(self, query: ListQuery, *, strong: bool = False, read_after: str | None = None) -> Page:
+    async def list_keys(self, query: ListQuery, *, strong: bool = False, read_after: str | None = None) -> Page:
         """One page of keys in byte order (``listing.py``), read like GET: from replicas unless
         ``strong``, and with ``read_after`` from nodes that have replayed that write."""
         topology = self.router.routing_topology()
@@ -148,6 +152,177 @@ class KeyValueStore:
         shards = self.router.shards
         call = functools.partial(listing.list_page, topology, shards, query, strong=strong, read_after=token)
         return await self._within_deadline(",".join(topology.ring.names), None, call)
+
+    async def batch(self, ops: Sequence[Op], *, strong: bool = False, read_after: str | None = None) -> list[Outcome]:
+        """Each op as its single-key request would run, answered one by one; not atomic across ops.
+
+        Ops on the same key apply in their order: the batch runs in rounds, the n-th op on each key
+        in round n (one round when the keys are distinct). Within a round the ops are grouped per
+        shard and kind: the GETs of a node are one statement, the unconditional PUTs one multi-row
+        upsert, the unconditional DELETEs one statement (per ``batch_max_keys``); a conditional
+        write or an increment is its own statement, as it is alone. The batch shares one request
+        deadline; an op it did not reach fails alone, and a shard that fails fails only its ops.
+        """
+        token = None if read_after is None else decode_read_after(read_after)
+        outcomes: list[Outcome | None] = [None] * len(ops)
+        attempts = [Attempt() for _ in ops]
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                for indices in _rounds(ops):
+                    await self._batch_round(ops, indices, outcomes, attempts, strong, token)
+        except TimeoutError:
+            for index, outcome in enumerate(outcomes):
+                if outcome is None:
+                    shard = self.router.topology.place(ops[index].key).owner
+                    attempt = attempts[index] if is_write(ops[index]) else None
+                    outcomes[index] = Outcome(error=self._deadline_passed(shard, attempt))
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]) -> TxnResult:
+        """etcd's transaction: if every compare holds, the success ops, else the failure ops, in
+        one database transaction on the one shard that holds every key named. The compared keys
+        are locked first (``Node.lock_rows``), so nothing changes them between the compare and
+        the ops. An op that fails (a precondition, a counter) rolls everything back (OpFailed)."""
+        keys = [compare.key for compare in compares] + [op.key for op in (*success, *failure)]
+        routes = {key: self.router.route(key) for key in keys}
+        owners: dict[str, list[str]] = defaultdict(list)
+        for key, route in routes.items():
+            owners[route.owner.name].append(key)
+        if len(owners) > 1:
+            raise CrossShard(owners)
+        shard = next(iter(routes.values())).owner
+        writes = {op.key for op in (*success, *failure) if is_write(op)}
+        for key in writes:
+            if (paused := routes[key].writes_paused_by) is not None:
+                raise ShardUnavailable(shard.name, write_pause_detail(paused))
+        attempt = Attempt()
+
+        async def run() -> TxnResult:
+            sources: dict[str, list[str]] = defaultdict(list)  # moving keys by the shard they come from
+            for key, route in routes.items():
+                if route.fallback is not None:
+                    sources[route.fallback.name].append(key)
+            for source, moving_keys in sources.items():
+                await moving.pull(shard.primary, self.router.shards[source].primary, moving_keys)
+            attempt.sent = True
+            async with shard.primary.transaction() as tx:
+                locked = {row.key: row for row in await tx.lock_rows([compare.key for compare in compares])}
+                succeeded = all(compare.holds(locked.get(compare.key)) for compare in compares)
+                branch, ops = ("success", success) if succeeded else ("failure", failure)
+                outcomes = []
+                for index, op in enumerate(ops):
+                    try:
+                        outcomes.append(await apply(tx, op))
+                    except (PreconditionFailed, Conflict) as error:
+                        raise OpFailed(branch, index, op, error) from None
+            token = _token(shard, await shard.position()) if any(is_write(op) for op in ops) else None
+            return TxnResult(succeeded, [replace(outcome, read_after=token) for outcome in outcomes])
+
+        return await self._run(shard, "txn", attempt, run)
+
+    async def _batch_round(
+        self,
+        ops: Sequence[Op],
+        indices: list[int],
+        outcomes: list[Outcome | None],
+        attempts: list[Attempt],
+        strong: bool,
+        token: tuple[str, str] | None,
+    ) -> None:
+        # By shard name (a Shard is mutable, hence not hashable): (kind, owner, source) and (owner, source).
+        groups: dict[tuple[str, str, str | None], list[int]] = defaultdict(list)
+        solos: list[tuple[int, Route]] = []
+        pulls: dict[tuple[str, str], list[int]] = defaultdict(list)
+        shards = self.router.shards
+        for index in indices:
+            op, route = ops[index], self.router.route(ops[index].key)
+            if isinstance(op, GetOp):
+                groups["get", route.owner.name, None if route.fallback is None else route.fallback.name].append(index)
+                continue
+            if route.writes_paused_by is not None:
+                detail = write_pause_detail(route.writes_paused_by)
+                outcomes[index] = Outcome(error=ShardUnavailable(route.owner.name, detail))
+                continue
+            if route.fallback is not None:
+                pulls[route.owner.name, route.fallback.name].append(index)
+            if isinstance(op, PutOp | DeleteOp) and not op.precondition.is_conditional:
+                groups["put" if isinstance(op, PutOp) else "delete", route.owner.name, None].append(index)
+            else:
+                solos.append((index, route))
+
+        async def pull(owner: str, source: str, members: list[int]) -> None:
+            try:
+                await moving.pull(shards[owner].primary, shards[source].primary, [ops[index].key for index in members])
+            except Exception as error:
+                for index in members:
+                    outcomes[index] = Outcome(error=error)
+
+        await asyncio.gather(*(pull(owner, source, members) for (owner, source), members in pulls.items()))
+
+        async def group(kind: str, name: str, source_name: str | None, members: list[int]) -> None:
+            members = [index for index in members if outcomes[index] is None]  # a failed pull fails its writes
+            if not members:
+                return
+            shard, source = shards[name], None if source_name is None else shards[source_name]
+            keys = [ops[index].key for index in members]
+            started = time.perf_counter()
+            try:
+                if kind == "get":
+                    await self._batch_get(shard, source, keys, members, outcomes, strong, token)
+                elif kind == "put":
+                    puts = [
+                        Put(op.key, op.value, op.ttl_ms) for index in members if isinstance(op := ops[index], PutOp)
+                    ]
+                    answers = await shard.put_many(puts, [attempts[index] for index in members])
+                    for index, answer in zip(members, answers, strict=True):
+                        outcomes[index] = _answered(answer, shard, lambda result: Outcome(result[0], created=result[1]))
+                else:
+                    answers = await shard.delete_many(keys, [attempts[index] for index in members])
+                    for index, answer in zip(members, answers, strict=True):
+                        outcomes[index] = _answered(answer, shard, lambda deleted: Outcome(found=deleted))
+            except Exception as error:
+                for index in members:
+                    outcomes[index] = Outcome(error=error)
+            metrics.record_shard_query(shard.name, f"batch_{kind}", time.perf_counter() - started)
+
+        async def solo(index: int, route: Route) -> None:
+            if outcomes[index] is not None:
+                return
+            try:
+                outcomes[index] = await _write_one(ops[index], route.owner, attempts[index])
+            except Exception as error:
+                outcomes[index] = Outcome(error=error)
+
+        await asyncio.gather(
+            *(group(kind, shard, source, members) for (kind, shard, source), members in groups.items()),
+            *(solo(index, route) for index, route in solos),
+        )
+
+    async def _batch_get(
+        self,
+        shard: Shard,
+        source: Shard | None,
+        keys: list[str],
+        members: list[int],
+        outcomes: list[Outcome | None],
+        strong: bool,
+        token: tuple[str, str] | None,
+    ) -> None:
+        if source is not None:
+            rows = await moving.read(shard.primary, source.primary, keys)
+        else:
+            position = token[1] if token is not None and token[0] == shard.name else None
+            strong = strong or (token is not None and position is None)
+            rows = await shard.read_many(keys, strong=strong, after_position=position)
+        for index, key in zip(members, keys, strict=True):
+            row = rows.get(key)
+            outcomes[index] = Outcome(row, found=row is not None)
+
+    def _deadline_passed(self, shard: str, attempt: Attempt | None) -> ShardTimeout:
+        detail = f"no answer within {self.request_timeout_s:g} s"
+        if attempt is not None:
+            detail += "; the write may have been applied" if attempt.sent else "; the write was not applied"
+        return ShardTimeout(shard, detail)
 
     async def _run(self, shard: Shard, op: str, attempt: Attempt | None, call: Callable[[], Awaitable[T]]) -> T:
         """``call`` within the request deadline, with the shard's query metrics."""
@@ -167,10 +342,55 @@ class KeyValueStore:
             async with asyncio.timeout(self.request_timeout_s):
                 return await call()
         except TimeoutError:
-            detail = f"no answer within {self.request_timeout_s:g} s"
-            if attempt is not None:
-                detail += "; the write may have been applied" if attempt.sent else "; the write was not applied"
-            raise ShardTimeout(shards, detail) from None
+            raise self._deadline_passed(shards, attempt) from None
+
+
+def _rounds(ops: Sequence[Op]) -> list[list[int]]:
+    """Op indices by round: the n-th op on each key goes in round n."""
+    seen: dict[str, int] = defaultdict(int)
+    rounds: list[list[int]] = []
+    for index, op in enumerate(ops):
+        turn = seen[op.key]
+        seen[op.key] += 1
+        if turn == len(rounds):
+            rounds.append([])
+        rounds[turn].append(index)
+    return rounds
+
+
+def _answered(answer: Any, shard: Shard, outcome: Callable[[Any], Outcome]) -> Outcome:
+    """A lane's answer for one write of a batch: ``(result, position)``, or the exception."""
+    if isinstance(answer, BaseException):
+        return Outcome(error=answer if isinstance(answer, Exception) else ShardUnavailable(shard.name, "cancelled"))
+    result, position = answer
+    return replace(outcome(result), read_after=_token(shard, position))
+
+
+async def _write_one(op: Op, shard: Shard, attempt: Attempt) -> Outcome:
+    """A batch's write that is its own statement (conditional, or an increment), in its key's turn."""
+    outcome, position = await shard.write(op.key, attempt, functools.partial(apply, op=op))
+    return replace(outcome, read_after=_token(shard, position))
+
+
+async def apply(node: Node, op: Op) -> Outcome:
+    """One op on ``node`` as its single-key request runs it; raises PreconditionFailed or Conflict."""
+    if isinstance(op, GetOp):
+        row = await node.get(op.key)
+        return Outcome(row, found=row is not None)
+    if isinstance(op, IncrOp):
+        return Outcome(await increment(node, key=op.key, by=op.by))
+    if isinstance(op, PutOp):
+        if not op.precondition.is_conditional:
+            row, created = await node.put(op.key, op.value, op.ttl_ms)
+        else:
+            row, created = await _put_conditionally(
+                node, key=op.key, value=op.value, ttl_ms=op.ttl_ms, when=op.precondition
+            )
+        return Outcome(row, created=created)
+    deleted = await _soft_delete(node, key=op.key, if_version=op.precondition.if_version)
+    if not deleted and op.precondition.is_conditional:
+        raise op.precondition.failure()
+    return Outcome(found=deleted)
 
 
 def _token(shard: Shard, position: str | None) -> str | None:

@@ -15,14 +15,16 @@ from typing import Any
 
 import pytest
 
-from kvstore.backends import Node, PoolSettings, create_node
-from kvstore.cluster import MariaDBInstance, MissingBinaries, PostgresInstance
-from kvstore.cluster.binaries import find_mariadb_binaries, find_postgres_binaries
+from kvstore.backends import ENGINES, Node, PoolSettings, create_node
+from kvstore.cluster import MissingBinaries
 from kvstore.cluster.instance import DatabaseInstance
+from kvstore.cluster.servers import SERVERS
 from tests.support.server import ServerProcess, write_config
 
-BACKENDS = ("sqlite", "postgres", "mysql")
+BACKENDS = tuple(ENGINES)
 SHARDS_PER_BACKEND = 2
+# The session fixture holding each server engine's shared instances.
+INSTANCES_FIXTURE = {"postgres": "postgres_instances", "mysql": "mariadb_instances"}
 
 
 def unavailable(reason: str) -> None:
@@ -47,20 +49,14 @@ def start_instances(kind: type[DatabaseInstance], count: int) -> list[DatabaseIn
     return instances
 
 
-SERVER_KINDS: dict[str, tuple[type[DatabaseInstance], Callable[[], Any]]] = {
-    "postgres": (PostgresInstance, find_postgres_binaries),
-    "mysql": (MariaDBInstance, find_mariadb_binaries),
-}
-
-
 @contextlib.contextmanager
 def dedicated_shards(
     backend: str, directory: Path, **server: Any
 ) -> Iterator[tuple[list[DatabaseInstance], ServerProcess]]:
     """Two fresh database instances of ``backend`` and a `kvstore serve` on them, for tests that break them."""
-    kind, find_binaries = SERVER_KINDS[backend]
-    require(find_binaries)
-    instances = start_instances(kind, SHARDS_PER_BACKEND)
+    kind = SERVERS[backend]
+    require(kind.find_binaries)
+    instances = start_instances(kind.instance, SHARDS_PER_BACKEND)
     try:
         config = write_config(directory / "shards.yaml", backend, [instance.dsn() for instance in instances], **server)
         process = ServerProcess(config).start()
@@ -75,9 +71,9 @@ def dedicated_shards(
 
 def shared_instances(backend: str) -> Iterator[list[DatabaseInstance]]:
     """The session's instances of one engine, one per shard, removed at the end."""
-    kind, find_binaries = SERVER_KINDS[backend]
-    require(find_binaries)
-    instances = start_instances(kind, SHARDS_PER_BACKEND)
+    kind = SERVERS[backend]
+    require(kind.find_binaries)
+    instances = start_instances(kind.instance, SHARDS_PER_BACKEND)
     yield instances
     for instance in instances:
         instance.cleanup()
@@ -103,20 +99,24 @@ def shard_locations(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> list[str]:
     """Where each of the backend's shards lives: SQLite files, or the instances' DSNs."""
-    if backend == "sqlite":
-        directory = tmp_path_factory.mktemp("sqlite")
+    if ENGINES[backend].embedded:
+        directory = tmp_path_factory.mktemp(backend)
         return [str(directory / f"s{i}.db") for i in range(SHARDS_PER_BACKEND)]
-    fixture = "postgres_instances" if backend == "postgres" else "mariadb_instances"
-    return [instance.dsn() for instance in request.getfixturevalue(fixture)]
+    return [instance.dsn() for instance in session_instances(backend, request)]
 
 
 @pytest.fixture
 def fresh_location(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database of the backend's (a new file, or a new database on a shared instance)."""
-    if backend == "sqlite":
+    if ENGINES[backend].embedded:
         return str(tmp_path / "fresh.db")
-    instance = request.getfixturevalue("postgres_instances" if backend == "postgres" else "mariadb_instances")[0]
-    return empty_database(instance)
+    return empty_database(session_instances(backend, request)[0])
+
+
+def session_instances(backend: str, request: pytest.FixtureRequest) -> list[DatabaseInstance]:
+    """The session's shared server instances of a server engine."""
+    instances: list[DatabaseInstance] = request.getfixturevalue(INSTANCES_FIXTURE[backend])
+    return instances
 
 
 def empty_database(instance: DatabaseInstance) -> str:

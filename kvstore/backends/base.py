@@ -10,6 +10,7 @@ Time is always the database's: callers pass TTLs as durations and the node compu
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -145,6 +146,18 @@ class Node(ABC):
         with the new value. Without a live row the key starts at 0 and has no expiry; a live row
         keeps its expiry. None, changing nothing, when the live value is not an integer
         (``INTEGER_PATTERN``) or the sum would leave the signed 64-bit range."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager["Node"]:
+        """A database transaction on one connection, as a node whose every method runs in it:
+        committed when the block ends, rolled back when it raises. Its writes lock their rows
+        until then; reads see its own writes."""
+
+    @abstractmethod
+    async def lock_rows(self, keys: Sequence[str]) -> list[StoredRow]:
+        """Inside ``transaction``: lock ``keys``' rows until it ends, present or not (a missing key
+        gets a tombstone row to lock, which is absent to every reader and which the sweeper
+        removes), and return them as ``fetch_rows`` does. Keys are locked in sorted order."""
 
     @abstractmethod
     async def replace(self, key: str, value: bytes, ttl_ms: int | None, if_version: int | None) -> Row | None:

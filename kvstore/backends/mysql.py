@@ -14,7 +14,6 @@ Keys are ``VARBINARY``: MySQL's text collations are case-insensitive or pad trai
 either of which would make two different keys collide.
 """
 
-import asyncio
 import functools
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -26,22 +25,22 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import aiomysql
 import pymysql
 
-from kvstore.backends.base import INTEGER_PATTERN, PERSISTENT_TTL, Put, ReplicaState, Row, SweeperLock
+from kvstore.backends.base import INTEGER_PATTERN, PERSISTENT_TTL, Put, ReplicaState, Row
+from kvstore.backends.server import ServerNode
 from kvstore.backends.sql import (
     Dialect,
     Params,
     PoolSettings,
-    SessionLock,
-    SqlNode,
     Statements,
     WriteTemplates,
     put_params,
     values_rows,
 )
-from kvstore.errors import ShardTimeout, ShardUnavailable, describe
+from kvstore.errors import ShardTimeout, describe
 
 DIALECT = Dialect(
     name="mysql",
+    begin="START TRANSACTION",
     key_column="`key`",
     now_ms="CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
     now_us="CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)",
@@ -189,18 +188,14 @@ def connect_arguments(dsn: str) -> dict[str, Any]:
     return arguments
 
 
-class MySQLNode(SqlNode):
+class MySQLNode(ServerNode[aiomysql.Connection]):
     dialect = DIALECT
     statements = STATEMENTS
+    driver_errors = (OSError, pymysql.MySQLError, TimeoutError)
+    sweeper_lock_statements = ("SELECT GET_LOCK(%s, 0)", "SELECT RELEASE_LOCK(%s)")
 
     def __init__(self, shard: str, role: str, dsn: str, pool: PoolSettings) -> None:
-        super().__init__(shard, role)
-        self._dsn = dsn
-        self._settings = pool
-        self._pool: aiomysql.Pool | None = None
-        # The sweeper's own connection: its work never waits behind requests for a pooled one.
-        self._background: aiomysql.Connection | None = None
-        self._background_turn = asyncio.Lock()
+        super().__init__(shard, role, dsn, pool)
         self._upsert_returns = False  # MariaDB >= 10.5: the upsert reports its row itself (see open)
         self._session = {
             "connect_timeout": pool.connect_timeout_s,
@@ -216,37 +211,15 @@ class MySQLNode(SqlNode):
             ),
             **connect_arguments(dsn),
         }
-        self._sweeper_lock = _NamedLock(self, dsn, pool.connect_timeout_s)
+        # GET_LOCK names are server-wide: name the database so that two shards on one server differ.
+        self.lock_params = (f"kvstore.sweeper.{self._session['db']}"[:64],)
 
     async def open(self) -> None:
-        try:
-            self._pool = await aiomysql.create_pool(
-                minsize=self._settings.min_size, maxsize=self._settings.max_size, **self._session
-            )
-        except (OSError, pymysql.MySQLError, TimeoutError) as error:
-            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
+        await super().open()
         version = await self._fetch_one("SELECT VERSION()", ())
         self._upsert_returns = version is not None and has_insert_returning(str(version[0]))
         if self._upsert_returns:
             self.statements = replace(STATEMENTS, upsert=MARIADB_UPSERT)
-
-    async def close(self, timeout_s: float) -> None:
-        await self._sweeper_lock.close()
-        if self._background is not None:
-            self._background.close()
-        if self._pool is None:
-            return
-        self._pool.close()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._pool.wait_closed()
-        except TimeoutError:
-            self._pool.terminate()
-
-    def connections_in_use(self) -> int:
-        if self._pool is None:
-            return 0
-        return int(self._pool.size - self._pool.freesize)
 
     async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         async with self._cursor(write=False) as cursor:
@@ -317,88 +290,46 @@ class MySQLNode(SqlNode):
         seconds = status.get("Seconds_Behind_Master") if running else None
         return ReplicaState(caught_up=bool(caught_up), seconds_since_replay=None if seconds is None else float(seconds))
 
-    def sweeper_lock(self) -> SweeperLock:
-        return self._sweeper_lock
-
     @asynccontextmanager
     async def _cursor(self, write: bool, background: bool = False) -> AsyncIterator[aiomysql.Cursor]:
-        connection = await self._acquire(background)
-        try:
-            async with connection.cursor() as cursor:
-                yield cursor
-        except BaseException as error:
-            # A connection interrupted mid-protocol (cancelled by the request deadline, or
-            # broken) may still have unread results on the wire: it must never be reused.
-            connection.close()
-            translated = _translate(self, error, write)
-            if translated is error:
-                raise
-            raise translated from None
-        finally:
-            self._release(connection, background)
+        async with self._connection(write, background) as connection, connection.cursor() as cursor:
+            yield cursor
 
-    async def _acquire(self, background: bool) -> aiomysql.Connection:
-        if self._pool is None:
-            raise self.failure(ShardUnavailable, "not open")
-        try:
-            if not background:
-                return await self._pool.acquire()
-            await self._background_turn.acquire()
-            try:
-                if self._background is None or self._background.closed:
-                    self._background = await aiomysql.connect(**self._session)
-            except BaseException:
-                self._background_turn.release()
-                raise
-            return self._background
-        except (OSError, pymysql.MySQLError, TimeoutError) as error:
-            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
-
-    def _release(self, connection: aiomysql.Connection, background: bool) -> None:
-        if background:
-            self._background_turn.release()
-        elif self._pool is not None:
-            self._pool.release(connection)
-
-
-def _translate(node: "MySQLNode", error: BaseException, write: bool) -> BaseException:
-    errno = error.args[0] if isinstance(error, pymysql.MySQLError) and error.args else None
-    if errno in _TIMEOUT_ERRNOS:
-        return node.failure(ShardTimeout, f"statement timed out on the server ({describe(error)})")
-    lost = isinstance(error, OSError | pymysql.err.InterfaceError) or errno in _UNAVAILABLE_ERRNOS
-    if not lost:
-        return error
-    return node.connection_lost(error, write)
-
-
-class _NamedLock(SessionLock[aiomysql.Connection]):
-    """A ``GET_LOCK`` lock, taken and released with ``GET_LOCK(name, 0)`` / ``RELEASE_LOCK(name)``."""
-
-    driver_errors = (OSError, TimeoutError, pymysql.MySQLError)
-
-    def __init__(self, node: MySQLNode, dsn: str, connect_timeout_s: float) -> None:
-        super().__init__(node)
-        self._arguments = connect_arguments(dsn)
-        self._connect_timeout_s = connect_timeout_s
-        # GET_LOCK names are server-wide: name the database so that two shards on one server differ.
-        self._name = f"kvstore.sweeper.{self._arguments['db']}"[:64]
+    # -- the driver's primitives for the connection core (server.py) ---------------
 
     async def _connect(self) -> aiomysql.Connection:
-        return await aiomysql.connect(connect_timeout=self._connect_timeout_s, **self._arguments)
+        return await aiomysql.connect(**self._session)
 
-    async def _try_lock(self, session: aiomysql.Connection) -> bool:
-        async with session.cursor() as cursor:
-            await cursor.execute("SELECT GET_LOCK(%s, 0)", (self._name,))
-            (acquired,) = await cursor.fetchone()
-        return bool(acquired == 1)
+    def _is_closed(self, connection: aiomysql.Connection) -> bool:
+        # A server that closed the connection (restarted, killed it, failed over) leaves its reader at
+        # EOF before aiomysql marks it closed; aiomysql's own pool drops such connections the same way.
+        return bool(connection.closed or connection._reader.at_eof())
 
-    async def _unlock(self, session: aiomysql.Connection) -> None:
-        async with session.cursor() as cursor:
-            await cursor.execute("SELECT RELEASE_LOCK(%s)", (self._name,))
-            await cursor.fetchone()
+    def _in_transaction(self, connection: aiomysql.Connection) -> bool:
+        return bool(connection.get_transaction_status())
 
-    def _closed(self, session: aiomysql.Connection) -> bool:
-        return bool(session.closed)
+    async def _close_connection(self, connection: aiomysql.Connection) -> None:
+        await connection.ensure_closed()
 
-    def _drop(self, session: aiomysql.Connection) -> None:
-        session.close()
+    def _terminate(self, connection: aiomysql.Connection) -> None:
+        connection.close()
+
+    async def _execute(self, connection: aiomysql.Connection, sql: str) -> None:
+        async with connection.cursor() as cursor:
+            await cursor.execute(sql)
+
+    async def _fetch_value(self, connection: aiomysql.Connection, sql: str, params: Params) -> Any:
+        async with connection.cursor() as cursor:
+            await cursor.execute(sql, params)
+            (value,) = await cursor.fetchone()
+        return value
+
+    def _map_error(self, error: BaseException, write: bool) -> BaseException:
+        # Any failure closes the connection (the core's default): one interrupted mid-protocol may
+        # still have unread results on the wire.
+        errno = error.args[0] if isinstance(error, pymysql.MySQLError) and error.args else None
+        if errno in _TIMEOUT_ERRNOS:
+            return self.failure(ShardTimeout, f"statement timed out on the server ({describe(error)})")
+        if isinstance(error, OSError | pymysql.err.InterfaceError) or errno in _UNAVAILABLE_ERRNOS:
+            return self.connection_lost(error, write)
+        return error

@@ -5,29 +5,35 @@ release) and its acquire through a queue and a holder object; measured on this m
 acquire/release pair cost ~56 µs of CPU, more than half of a point query's own ~85 µs. Requests
 here are single autocommit statements that leave no session state behind (see ``postgres.py``),
 so a pool needs only this: hand out an open connection, take it back, never hand out a closed
-one, and close everything within a bound at shutdown.
+one, and close everything within a bound at shutdown. It knows connections only through the four
+functions it is given (``server.py`` passes a driver's primitives), so every driver shares it.
 """
 
 import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
-
-class Connection(Protocol):
-    def is_closed(self) -> bool: ...
-    async def close(self) -> None: ...
-    def terminate(self) -> None: ...
-
-
-C = TypeVar("C", bound=Connection)
+C = TypeVar("C")
 
 
 class ConnectionPool(Generic[C]):
-    def __init__(self, connect: Callable[[], Awaitable[C]], max_size: int) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[C]],
+        max_size: int,
+        *,
+        is_closed: Callable[[C], bool],
+        close: Callable[[C], Awaitable[None]],
+        terminate: Callable[[C], None],
+    ) -> None:
+        """``close`` ends a connection gracefully, ``terminate`` at once (both: with the server's session)."""
         self._connect = connect
         self._max_size = max_size
+        self._is_closed = is_closed
+        self._close = close
+        self._terminate = terminate
         self._idle: list[C] = []
         self._size = 0  # open connections, idle or in use, plus those being opened
         self._waiters: deque[asyncio.Future[C | None]] = deque()
@@ -53,7 +59,7 @@ class ConnectionPool(Generic[C]):
                 raise ConnectionError("the pool is closed")
             while self._idle:
                 connection = self._idle.pop()
-                if not connection.is_closed():
+                if not self._is_closed(connection):
                     return connection
                 self._size -= 1
             if self._size < self._max_size:
@@ -74,10 +80,10 @@ class ConnectionPool(Generic[C]):
 
     def release(self, connection: C) -> None:
         """Take a connection back; a closed one (terminated after an error) just frees its place."""
-        if connection.is_closed() or self._closed:
+        if self._is_closed(connection) or self._closed:
             self._size -= 1
-            if self._closed and not connection.is_closed():
-                connection.terminate()
+            if self._closed and not self._is_closed(connection):
+                self._terminate(connection)
             self._wake(None)
             return
         if not self._wake(connection):
@@ -94,10 +100,10 @@ class ConnectionPool(Generic[C]):
         self._size -= len(idle)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                await asyncio.gather(*(connection.close() for connection in idle), return_exceptions=True)
+                await asyncio.gather(*(self._close(connection) for connection in idle), return_exceptions=True)
         for connection in idle:
-            if not connection.is_closed():
-                connection.terminate()
+            if not self._is_closed(connection):
+                self._terminate(connection)
 
     async def _open(self) -> C:
         self._size += 1

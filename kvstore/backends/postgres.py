@@ -1,27 +1,23 @@
 """PostgreSQL through asyncpg: ``$n`` placeholders, ``INSERT … ON CONFLICT``, ``clock_timestamp()``."""
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import asyncpg
 
-from kvstore.backends.base import INTEGER_PATTERN, PERSISTENT_TTL, Put, Row, SweeperLock
-from kvstore.backends.pool import ConnectionPool
+from kvstore.backends.base import INTEGER_PATTERN, PERSISTENT_TTL, Put, Row
+from kvstore.backends.server import ServerNode
 from kvstore.backends.sql import (
     STANDARD_WRITES,
     Dialect,
     Params,
     PoolSettings,
-    SessionLock,
-    SqlNode,
     Statements,
     sweep_slot,
 )
-from kvstore.errors import ShardTimeout, ShardUnavailable, describe
+from kvstore.errors import ShardTimeout
 
 _EPOCH = "extract(epoch from clock_timestamp())"
 
@@ -101,47 +97,19 @@ _SWEEPER_LOCK_KEY = 0x6B767377656570
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
 
 
-class PostgresNode(SqlNode):
+class PostgresNode(ServerNode[asyncpg.Connection]):
     dialect = DIALECT
     statements = STATEMENTS
+    driver_errors = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+    sweeper_lock_statements = ("SELECT pg_try_advisory_lock($1)", "SELECT pg_advisory_unlock($1)")
+    lock_params = (_SWEEPER_LOCK_KEY,)
 
     def __init__(self, shard: str, role: str, dsn: str, pool: PoolSettings) -> None:
-        super().__init__(shard, role)
-        self._dsn = dsn
-        self._settings = pool
-        self._pool: ConnectionPool[asyncpg.Connection] | None = None
-        # The sweeper's own connection: its work never waits behind requests for a pooled one.
-        self._background: asyncpg.Connection | None = None
-        self._background_turn = asyncio.Lock()
+        super().__init__(shard, role, dsn, pool)
         self._server_settings = {
             "application_name": "kvstore",
             "statement_timeout": str(int(pool.statement_timeout_s * 1000)),
         }
-        self._sweeper_lock = _AdvisoryLock(self, dsn, pool.connect_timeout_s)
-
-    async def open(self) -> None:
-        pool: ConnectionPool[asyncpg.Connection] = ConnectionPool(self._connect, self._settings.max_size)
-        try:
-            await pool.fill(self._settings.min_size)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
-            await pool.close(0)
-            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
-        self._pool = pool
-
-    async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(
-            self._dsn, timeout=self._settings.connect_timeout_s, server_settings=self._server_settings
-        )
-
-    async def close(self, timeout_s: float) -> None:
-        await self._sweeper_lock.close()
-        if self._background is not None:
-            _discard(self._background)
-        if self._pool is not None:
-            await self._pool.close(timeout_s)
-
-    def connections_in_use(self) -> int:
-        return 0 if self._pool is None else self._pool.in_use
 
     async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         async with self._connection(write=False) as connection:
@@ -187,92 +155,46 @@ class PostgresNode(SqlNode):
         async with self._connection(write=False, background=background) as connection:
             return [tuple(row) for row in await connection.fetch(sql, *params)]
 
-    def sweeper_lock(self) -> SweeperLock:
-        return self._sweeper_lock
+    # -- the driver's primitives for the connection core (server.py) ---------------
 
-    async def _acquire(self, background: bool) -> asyncpg.Connection:
-        if self._pool is None:
-            raise self.failure(ShardUnavailable, "not open")
-        try:
-            if not background:
-                return await self._pool.acquire()
-            await self._background_turn.acquire()
-            try:
-                if self._background is None or self._background.is_closed():
-                    self._background = await asyncpg.connect(
-                        self._dsn, timeout=self._settings.connect_timeout_s, server_settings=self._server_settings
-                    )
-            except BaseException:
-                self._background_turn.release()
-                raise
-            return self._background
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError, TimeoutError) as error:
-            raise self.failure(ShardUnavailable, f"cannot connect: {describe(error)}") from None
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            self._dsn, timeout=self._settings.connect_timeout_s, server_settings=self._server_settings
+        )
 
-    async def _release(self, connection: asyncpg.Connection, background: bool) -> None:
-        if background:
-            self._background_turn.release()
-        elif self._pool is not None:
-            if not connection.is_closed() and connection.is_in_transaction():  # never hand on a half-done transaction
-                _discard(connection)
-            self._pool.release(connection)
+    def _is_closed(self, connection: asyncpg.Connection) -> bool:
+        return bool(connection.is_closed())
 
-    @asynccontextmanager
-    async def _connection(self, write: bool, background: bool = False) -> AsyncIterator[asyncpg.Connection]:
-        connection = await self._acquire(background)
-        try:
-            yield connection
-        except asyncpg.PostgresError as error:
-            # The server answered: the connection itself is in a known state.
-            if isinstance(error, asyncpg.QueryCanceledError):
-                raise self.failure(ShardTimeout, "statement timed out on the server") from None
-            if not _is_unavailable(error):
-                raise
-            _discard(connection)  # e.g. the server is shutting down: this session is over
-            raise self.connection_lost(error, write) from None
-        except BaseException as error:
-            # Cancelled by the request deadline or broken mid-protocol: never reuse it, and do not
-            # let release() wait for a cancel request to a server that may not answer at all.
-            _discard(connection)
-            if isinstance(error, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
-                raise self.connection_lost(error, write) from None
-            raise
-        finally:
-            await self._release(connection, background)
+    def _in_transaction(self, connection: asyncpg.Connection) -> bool:
+        return bool(connection.is_in_transaction())
 
+    async def _close_connection(self, connection: asyncpg.Connection) -> None:
+        await connection.close()
 
-def _discard(connection: asyncpg.Connection) -> None:
-    """Close a connection for good (the pool then drops it when it comes back)."""
-    with contextlib.suppress(asyncpg.InterfaceError):
-        connection.terminate()
+    def _terminate(self, connection: asyncpg.Connection) -> None:
+        with contextlib.suppress(asyncpg.InterfaceError):
+            connection.terminate()
+
+    async def _execute(self, connection: asyncpg.Connection, sql: str) -> None:
+        await connection.execute(sql)
+
+    async def _fetch_value(self, connection: asyncpg.Connection, sql: str, params: Params) -> Any:
+        return await connection.fetchval(sql, *params)
+
+    def _keeps_connection(self, error: BaseException) -> bool:
+        # The server answered: the session is in a known state, unless the server is going away.
+        return isinstance(error, asyncpg.PostgresError) and not _is_unavailable(error)
+
+    def _map_error(self, error: BaseException, write: bool) -> BaseException:
+        if isinstance(error, asyncpg.QueryCanceledError):
+            return self.failure(ShardTimeout, "statement timed out on the server")
+        if isinstance(error, asyncpg.PostgresError):
+            return self.connection_lost(error, write) if _is_unavailable(error) else error
+        if isinstance(error, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
+            return self.connection_lost(error, write)
+        return error
 
 
 def _is_unavailable(error: asyncpg.PostgresError) -> bool:
     sqlstate = getattr(error, "sqlstate", None) or ""
     return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
-
-
-class _AdvisoryLock(SessionLock[asyncpg.Connection]):
-    """A session advisory lock, taken and released with ``pg_try_advisory_lock`` / ``pg_advisory_unlock``."""
-
-    driver_errors = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-    def __init__(self, node: PostgresNode, dsn: str, connect_timeout_s: float) -> None:
-        super().__init__(node)
-        self._dsn = dsn
-        self._connect_timeout_s = connect_timeout_s
-
-    async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self._dsn, timeout=self._connect_timeout_s)
-
-    async def _try_lock(self, session: asyncpg.Connection) -> bool:
-        return bool(await session.fetchval("SELECT pg_try_advisory_lock($1)", _SWEEPER_LOCK_KEY))
-
-    async def _unlock(self, session: asyncpg.Connection) -> None:
-        await session.fetchval("SELECT pg_advisory_unlock($1)", _SWEEPER_LOCK_KEY)
-
-    def _closed(self, session: asyncpg.Connection) -> bool:
-        return bool(session.is_closed())
-
-    def _drop(self, session: asyncpg.Connection) -> None:
-        _discard(session)

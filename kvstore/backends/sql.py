@@ -20,24 +20,23 @@ import random
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from kvstore.backends.base import (
     PERSISTENT_TTL,
     SCHEMA_VERSION,
+    SOFT_DELETED_TTL,
     ListedRow,
     Node,
     Put,
     ReplicaState,
     Row,
     StoredRow,
-    SweeperLock,
     TableStats,
 )
-from kvstore.errors import SchemaError, ShardError, ShardTimeout, ShardUnavailable, describe
+from kvstore.errors import SchemaError, ShardError, ShardTimeout
 
 Params = Sequence[Any]
-Session = TypeVar("Session")
 _PUT_ATTEMPTS = 16
 # Where the engine's row estimate is missing or at most this, ``table_stats`` counts instead:
 # counting this many rows takes milliseconds, while a fresh PostgreSQL table has no estimate
@@ -87,6 +86,8 @@ class Dialect:
     # The stored value ``s.value`` plus the ``?`` increment, as the new value's bytes, or NULL when
     # it is not an integer (``INTEGER_PATTERN``) or the sum leaves the signed 64-bit range.
     incremented: str = "NULL"
+    begin: str = "BEGIN"  # starts a transaction (``Node.transaction``)
+    for_update: str = " FOR UPDATE"  # locks the rows a read returns, inside a transaction
 
     @property
     def array_keys(self) -> bool:
@@ -383,6 +384,15 @@ class SqlNode(Node):
         rows = await self._fetch_all(statement, key_params(self.dialect, keys))
         return [_stored_row(row) for row in rows]
 
+    async def lock_rows(self, keys: Sequence[str]) -> list[StoredRow]:
+        ordered = sorted(set(keys))
+        placeholders = [StoredRow(key, b"", SOFT_DELETED_TTL, 0, live=False) for key in ordered]
+        await self.import_rows(placeholders, overwrite=False)
+        statement = keyed_statement(
+            self.dialect, FETCH_ROWS + " ORDER BY {key}" + self.dialect.for_update, len(ordered)
+        )
+        return [_stored_row(row) for row in await self._fetch_all(statement, key_params(self.dialect, ordered))]
+
     async def list_range(self, start: str, stop: str | None, *, descending: bool, limit: int) -> list[ListedRow]:
         statement = self.statements.list_range[(stop is not None, descending)]
         params = (start, limit) if stop is None else (start, stop, limit)
@@ -566,68 +576,3 @@ def sweep_slot(ttl_ms: int | None) -> int | None:
     not move its index entry.
     """
     return None if ttl_ms is None else _random_slot()
-
-
-class SessionLock(SweeperLock, Generic[Session]):
-    """A sweeper lock held by a database session of its own (PostgreSQL advisory lock, MySQL ``GET_LOCK``).
-
-    The session is kept between bursts of sweeping, so taking the lock again costs one round trip,
-    not a connection; the server drops the lock with the session, however its holder dies. A
-    driver supplies the session primitives below.
-    """
-
-    driver_errors: tuple[type[BaseException], ...]  # a lost connection or a failed statement
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-        self._session: Session | None = None
-        self._held = False
-
-    async def acquire(self) -> bool:
-        if self.held():
-            return True
-        try:
-            if self._session is None or self._closed(self._session):
-                self._session = await self._connect()
-            self._held = await self._try_lock(self._session)
-        except BaseException as error:
-            await self.close()  # cancelled or failed mid-statement: the session's state is unknown
-            if isinstance(error, self.driver_errors):
-                raise self._node.failure(ShardUnavailable, f"sweeper lock: {describe(error)}") from None
-            raise
-        return self._held
-
-    def held(self) -> bool:
-        return self._held and self._session is not None and not self._closed(self._session)
-
-    async def release(self) -> None:
-        if not self.held() or self._session is None:
-            self._held = False
-            return
-        self._held = False
-        try:
-            await self._unlock(self._session)
-        except BaseException as error:
-            await self.close()  # closing the session releases the lock just as well
-            if not isinstance(error, self.driver_errors):
-                raise
-
-    async def close(self) -> None:
-        if self._session is not None:
-            self._drop(self._session)
-        self._session, self._held = None, False
-
-    @abstractmethod
-    async def _connect(self) -> Session: ...
-
-    @abstractmethod
-    async def _try_lock(self, session: Session) -> bool: ...
-
-    @abstractmethod
-    async def _unlock(self, session: Session) -> None: ...
-
-    @abstractmethod
-    def _closed(self, session: Session) -> bool: ...
-
-    @abstractmethod
-    def _drop(self, session: Session) -> None: ...

@@ -10,6 +10,7 @@ file safely.
 
 import asyncio
 import contextlib
+import copy
 import fcntl
 import functools
 import os
@@ -39,6 +40,8 @@ DIALECT = Dialect(
     # every connection registers.
     now_us="kv_now_us()",
     greatest="max",
+    begin="BEGIN IMMEDIATE",  # the write lock first: no other process writes until COMMIT
+    for_update="",  # the transaction holds the database's write lock
     incremented="kv_incremented(s.value, ?)",
     random_slot="(random() & 4611686018427387903)",
     # SQLite has no replication: a shard of it has no replicas (the config refuses them).
@@ -104,6 +107,7 @@ class SQLiteNode(SqlNode):
         self._reader: aiosqlite.Connection | None = None
         self._writer: aiosqlite.Connection | None = None
         self._writer_turn = asyncio.Lock()  # one statement or transaction at a time on the writer
+        self._pinned: aiosqlite.Connection | None = None  # set on the node ``transaction`` hands out
         self._background: aiosqlite.Connection | None = None
         self._in_use = 0
         self._sweeper_lock = _FileLock(self, self._path.with_name(self._path.name + ".sweeper-lock"))
@@ -184,8 +188,25 @@ class SQLiteNode(SqlNode):
 
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        if self._pinned is not None:
+            yield self._pinned
+            return
         async with self._writer_turn, self._use(self._writer) as connection:
             yield connection
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator["SQLiteNode"]:
+        async with self._writing() as connection:
+            await connection.execute(DIALECT.begin)
+            bound = copy.copy(self)
+            bound._pinned = bound._reader = connection  # its reads too, so they see its writes
+            try:
+                yield bound
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await connection.execute("ROLLBACK")
+                raise
+            await connection.execute("COMMIT")
 
     @asynccontextmanager
     async def _use(self, connection: aiosqlite.Connection | None) -> AsyncIterator[aiosqlite.Connection]:

@@ -15,7 +15,7 @@ from kvstore.cluster import (
     MissingBinaries,
     ReplicationLag,
 )
-from kvstore.cluster.layout import CLUSTER_BACKENDS
+from kvstore.cluster.servers import SERVERS
 
 _dir_option = click.option(
     "--dir",
@@ -32,7 +32,7 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--backend", type=click.Choice(CLUSTER_BACKENDS), required=True, help="Database to run.")
+@click.option("--backend", type=click.Choice(list(SERVERS)), required=True, help="Database to run.")
 @click.option("--shards", type=click.IntRange(min=1), default=2, show_default=True, help="Number of shards.")
 @click.option("--replicas", type=click.IntRange(min=0), default=1, show_default=True, help="Replicas per shard.")
 @_dir_option

@@ -1,15 +1,16 @@
-"""``python -m kvstore.cluster``: exit 0 when PostgreSQL and MariaDB server binaries are installed.
+"""``python -m kvstore.cluster``: exit 0 when the server binaries of every engine the harness runs are installed.
 
 ``make test`` runs it to decide whether it must install them first.
 """
 
 import sys
 
-from kvstore.cluster.binaries import MissingBinaries, find_mariadb_binaries, find_postgres_binaries
+from kvstore.cluster.binaries import MissingBinaries
+from kvstore.cluster.servers import SERVERS
 
 try:
-    find_postgres_binaries()
-    find_mariadb_binaries()
+    for kind in SERVERS.values():
+        kind.find_binaries()
 except MissingBinaries as error:
     print(error, file=sys.stderr)
     sys.exit(1)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvstore.cluster.servers import SERVERS
+
 STATE_FILE = "cluster.json"
 CONFIG_FILE = "shards.yaml"
-CLUSTER_BACKENDS = ("postgres", "mysql")
 _STATE_FORMAT = 1
 # A primary has max_wal_senders = 10, and cloning a standby takes two of them
 # (the base backup and its WAL stream); standbys are cloned in parallel.
@@ -56,8 +57,8 @@ class ClusterLayout:
         cls, backend: str, root: Path, *, shards: int, replicas: int, ports: Sequence[int], durable: bool
     ) -> "ClusterLayout":
         """Name and place every server; ``ports`` holds one distinct port per server, in layout order."""
-        if backend not in CLUSTER_BACKENDS:
-            raise ClusterError(f"backend: unknown backend {backend!r}; expected one of {', '.join(CLUSTER_BACKENDS)}")
+        if backend not in SERVERS:
+            raise ClusterError(f"backend: unknown backend {backend!r}; expected one of {', '.join(SERVERS)}")
         if shards < 1:
             raise ClusterError("shards: must be at least 1")
         if replicas < 0:
@@ -125,6 +126,6 @@ class ClusterLayout:
             [member.role for member in group] == ["primary"] + ["replica"] * (len(group) - 1)
             for group in layout.shards().values()
         )
-        if layout.backend not in CLUSTER_BACKENDS or not members or not roles_ok:
+        if layout.backend not in SERVERS or not members or not roles_ok:
             raise ClusterError(f"{where}: not a cluster state file (bad backend, or not a primary first in each shard)")
         return layout

@@ -26,13 +26,13 @@ from typing import Any
 
 import yaml
 
-from kvstore.cluster.binaries import find_mariadb_binaries, find_postgres_binaries
 from kvstore.cluster.instance import DatabaseInstance, InstanceError
 from kvstore.cluster.lag import ReplicationLag
 from kvstore.cluster.layout import STATE_FILE, ClusterError, ClusterLayout, Member
 from kvstore.cluster.mariadb import MariaDBInstance, MariaDBReplica
 from kvstore.cluster.ports import free_port, port_is_free
 from kvstore.cluster.postgres import PostgresInstance, PostgresStandby
+from kvstore.cluster.servers import SERVERS
 from kvstore.config import Settings, parse_settings
 from kvstore.router import Router
 
@@ -101,10 +101,8 @@ class LocalCluster:
         Ports are ``base_port``, ``base_port + 1``, ... in layout order, or free ports.
         """
         root = Path(root)
-        if backend == "postgres":
-            find_postgres_binaries()
-        elif backend == "mysql":
-            find_mariadb_binaries()
+        if backend in SERVERS:
+            SERVERS[backend].find_binaries()
         if (root / STATE_FILE).exists():
             raise ClusterError(
                 f"{root}: already holds a cluster; to replace it: kvstore cluster down --dir {root} --remove"

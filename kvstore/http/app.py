@@ -25,14 +25,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kvstore import metrics, status
 from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError
+from kvstore.http.batch import BatchRoute
 from kvstore.http.cluster import cluster_routes
 from kvstore.http.console import console_routes
-from kvstore.http.endpoints import HEALTHZ, KEYS, LIST, METRICS, OPENAPI, READYZ
+from kvstore.http.endpoints import BATCH, HEALTHZ, KEYS, LIST, METRICS, OPENAPI, READYZ, TXN
 from kvstore.http.front import Front
 from kvstore.http.kv import KeyRoute
 from kvstore.http.listing import ListRoute
 from kvstore.http.openapi import openapi_document
 from kvstore.http.problems import problem, routing_error
+from kvstore.http.txn import TxnRoute
 from kvstore.router import Router
 from kvstore.shard import Shard
 from kvstore.store import KeyValueStore
@@ -204,7 +206,12 @@ def create_app(settings: Settings) -> ASGIApp:
     # The front passes the lifespan through to Starlette; only that scope needs the quieting.
     return Front(
         QuietStartFailure(app, lifecycle),
-        {KEYS: KeyRoute(store, server.max_value_bytes), LIST: ListRoute(store)},
+        {
+            KEYS: KeyRoute(store, server.max_value_bytes),
+            LIST: ListRoute(store),
+            BATCH: BatchRoute(store, server.max_value_bytes, settings.tokens),
+            TXN: TxnRoute(store, server.max_value_bytes, settings.tokens),
+        },
         tokens=settings.tokens,
         max_in_flight=server.max_in_flight,
         retry_after_s=server.retry_after_s,

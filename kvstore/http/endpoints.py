@@ -48,6 +48,9 @@ KEYS = Endpoint(
     shed=True,
 )
 LIST = Endpoint("/v1/kv", {"GET": READ}, shed=True, name="list")
+# Write scope is checked by the handler too when a batch holds a write (the body decides).
+BATCH = Endpoint("/v1/batch", {"POST": READ}, shed=True, name="batch")
+TXN = Endpoint("/v1/txn", {"POST": READ}, shed=True, name="txn")
 HEALTHZ = Endpoint("/healthz", {"GET": None})
 READYZ = Endpoint("/readyz", {"GET": None})
 METRICS = Endpoint("/metrics", {"GET": ADMIN})
@@ -58,7 +61,7 @@ LOCATE = Endpoint("/v1/locate/{key}", {"GET": READ})
 # The console's page and its files hold no data, so they are open: the data endpoints ask for a token.
 CONSOLE = Endpoint("/ui", {"GET": None})
 CONSOLE_FILES = Endpoint("/ui/{file}", {"GET": None})
-ENDPOINTS = (KEYS, LIST, HEALTHZ, READYZ, METRICS, OPENAPI, STATUS, LOCATE, CONSOLE, CONSOLE_FILES)
+ENDPOINTS = (KEYS, LIST, BATCH, TXN, HEALTHZ, READYZ, METRICS, OPENAPI, STATUS, LOCATE, CONSOLE, CONSOLE_FILES)
 _EXACT = {endpoint.path: endpoint for endpoint in ENDPOINTS if endpoint.prefix is None}
 _TEMPLATED = tuple((prefix, endpoint) for endpoint in ENDPOINTS if (prefix := endpoint.prefix) and endpoint is not KEYS)
 

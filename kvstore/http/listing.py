@@ -35,7 +35,7 @@ class ListRoute:
         if consistency not in ("strong", "eventual"):
             raise InvalidRequest("consistency must be 'strong' or 'eventual'")
         list_query = parse_list_query(params)
-        page = await self.store.list(
+        page = await self.store.list_keys(
             list_query, strong=consistency == "strong", read_after=params.get("after") or headers.read_after
         )
         return Reply(200, [], render_page(page, list_query), reply.JSON)

@@ -3,12 +3,14 @@
 from typing import Any
 
 from kvstore import __version__
+from kvstore.http.batch import MAX_BODY_BYTES, MAX_OPS
 from kvstore.http.endpoints import ENDPOINTS
 from kvstore.keys import MAX_KEY_CHARS, MAX_TTL_S, TTL_DECIMALS
 from kvstore.listing import DEFAULT_LIMIT, MAX_LIMIT, VALUE_BUDGET_BYTES
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _UNAVAILABLE = {"$ref": "#/components/responses/Unavailable"}
+CONSISTENCY = {"type": "string", "enum": ["strong", "eventual"]}
 _CONSOLE_FILE = {
     "description": "A file of the console",
     "content": {"text/html": {}, "text/javascript": {}, "text/css": {}},
@@ -116,14 +118,163 @@ def _list_operation() -> dict[str, Any]:
             _query("reverse", "Walk from the end (newest first for time-ordered keys)", flag),
             _query("values", "Include each value, base64-encoded", flag),
             _query("cursor", "A previous page's `next`; replaces prefix, start_after and reverse", {"type": "string"}),
-            _query(
-                "consistency", "strong: read every shard's primary", {"type": "string", "enum": ["strong", "eventual"]}
-            ),
+            _query("consistency", "strong: read every shard's primary", CONSISTENCY),
             _query("after", "A write's Kv-Read-After token: never answer older than that write", {"type": "string"}),
         ],
         "responses": {
             "200": {"description": "One page", "content": {"application/json": {"schema": page}}},
             "400": _PROBLEM,
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
+def op_schema(max_value_bytes: int) -> dict[str, Any]:
+    """One key's operation inside a batch or a transaction."""
+    return {
+        "type": "object",
+        "required": ["op", "key"],
+        "properties": {
+            "op": {"type": "string", "enum": ["get", "put", "delete", "incr"]},
+            "key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS},
+            "value_b64": {
+                "type": "string",
+                "contentEncoding": "base64",
+                "description": f"put: the value, at most {max_value_bytes} bytes decoded",
+            },
+            "ttl": {"type": ["number", "string"], "description": "put: seconds until expiry"},
+            "if_match": {"type": ["string", "integer"], "description": "put/delete: an ETag, a version or '*'"},
+            "if_none_match": {"type": "string", "enum": ["*"], "description": "put: create only"},
+            "by": {"type": "integer", "description": "incr: the increment (default 1)"},
+        },
+    }
+
+
+RESULT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "key"],
+    "properties": {
+        "status": {"type": "integer", "description": "The status the op's single-key request would answer"},
+        "key": {"type": ["string", "null"]},
+        "version": {"type": "integer"},
+        "expires_at": {"type": ["integer", "null"]},
+        "value_b64": {"type": "string", "description": "get: the value"},
+        "value": {"type": "integer", "description": "incr: the counter's new value"},
+        "read_after": {"type": "string", "description": "writes on shards with replicas: a read-after token"},
+        "error": {"$ref": "#/components/schemas/Problem"},
+    },
+}
+
+
+def _batch_operation(max_value_bytes: int) -> dict[str, Any]:
+    op = op_schema(max_value_bytes)
+
+    return {
+        "summary": "Many keys' operations in one request, each answered as its own request (not atomic)",
+        "description": (
+            f"At most {MAX_OPS} ops and {MAX_BODY_BYTES} bytes of JSON. Ops on the same key apply in their order;"
+            " the rest are grouped per shard and kind into one statement each. Needs the read scope, or the write"
+            " scope when any op writes."
+        ),
+        "parameters": [
+            _query("consistency", "strong: the gets read primaries", CONSISTENCY),
+            _query("after", "A write's Kv-Read-After token, for the gets", {"type": "string"}),
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["ops"],
+                        "properties": {
+                            "ops": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": MAX_OPS,
+                                "items": op,
+                            }
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "One result per op, in order",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["results"],
+                            "properties": {"results": {"type": "array", "items": RESULT_SCHEMA}},
+                        }
+                    }
+                },
+            },
+            "400": _PROBLEM,
+            "403": _PROBLEM,
+            "413": _PROBLEM,
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
+def _txn_operation(max_value_bytes: int) -> dict[str, Any]:
+    op = op_schema(max_value_bytes)
+    ops = {"type": "array", "items": op}
+    compare = {
+        "type": "object",
+        "required": ["key"],
+        "minProperties": 2,
+        "maxProperties": 2,
+        "properties": {
+            "key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS},
+            "version": {"type": "integer", "description": "the key is live at this version (its ETag)"},
+            "absent": {"type": "boolean", "enum": [True]},
+            "exists": {"type": "boolean", "enum": [True]},
+        },
+    }
+    return {
+        "summary": "If every compare holds, the success ops, else the failure ops: one database transaction",
+        "description": (
+            "Every key must live on one shard (422 otherwise; hash tags put keys together). Either every op of"
+            " the chosen branch applies or none does: an op that fails answers with its own status (412, 409)"
+            " and nothing is applied. Needs the write scope when any op writes."
+        ),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"compare": {"type": "array", "items": compare}, "success": ops, "failure": ops},
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "Which branch ran, and each of its ops' results",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["succeeded", "results"],
+                            "properties": {
+                                "succeeded": {"type": "boolean"},
+                                "results": {"type": "array", "items": RESULT_SCHEMA},
+                            },
+                        }
+                    }
+                },
+            },
+            "400": _PROBLEM,
+            "403": _PROBLEM,
+            "409": _PROBLEM,
+            "412": _PROBLEM,
+            "413": _PROBLEM,
+            "422": _PROBLEM,
             "503": _UNAVAILABLE,
         },
     }
@@ -182,7 +333,7 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                                 "name": "consistency",
                                 "in": "query",
                                 "description": "strong: read from the shard primary (also as a Consistency header)",
-                                "schema": {"type": "string", "enum": ["strong", "eventual"]},
+                                "schema": CONSISTENCY,
                             },
                             {
                                 "name": "after",
@@ -284,6 +435,8 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                     },
                 },
                 "/v1/kv": {"get": _list_operation()},
+                "/v1/batch": {"post": _batch_operation(max_value_bytes)},
+                "/v1/txn": {"post": _txn_operation(max_value_bytes)},
                 "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "OK"}}}},
                 "/readyz": {
                     "get": {

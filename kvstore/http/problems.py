@@ -5,9 +5,19 @@ from collections.abc import Mapping
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from kvstore.errors import Conflict, InvalidRequest, KvError, PreconditionFailed, SchemaError, ShardError, ValueTooLarge
+from kvstore.errors import (
+    Conflict,
+    CrossShard,
+    InvalidRequest,
+    KvError,
+    PreconditionFailed,
+    SchemaError,
+    ShardError,
+    ValueTooLarge,
+)
 from kvstore.http import reply
 from kvstore.http.reply import Reply
+from kvstore.operations import OpFailed
 
 PROBLEM_JSON = reply.PROBLEM_JSON.decode()
 NO_ENDPOINT = "no endpoint at this path: keys are at /v1/kv/{key}; see /openapi.json"
@@ -18,12 +28,15 @@ STATUS_BY_ERROR: tuple[tuple[type[KvError], int], ...] = (
     (InvalidRequest, 400),
     (PreconditionFailed, 412),
     (Conflict, 409),
+    (CrossShard, 422),
     (ShardError, 503),
     (SchemaError, 503),
 )
 
 
 def status_for(error: KvError) -> int:
+    if isinstance(error, OpFailed):  # a transaction's failed op: the status its own request would get
+        return status_for(error.error)
     for error_class, status in STATUS_BY_ERROR:
         if isinstance(error, error_class):
             return status
@@ -61,4 +74,8 @@ def error_reply(error: KvError, retry_after_s: int) -> Reply:
     headers = [(b"retry-after", str(retry_after_s).encode())] if status == 503 else []
     if isinstance(error, ShardError):
         return reply.problem(status, str(error), headers, shard=error.shard)
+    if isinstance(error, CrossShard):
+        return reply.problem(status, str(error), headers, shards=error.shards)
+    if isinstance(error, OpFailed):
+        return reply.problem(status, str(error), headers, branch=error.branch, op=error.index)
     return reply.problem(status, str(error), headers)

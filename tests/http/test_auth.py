@@ -54,3 +54,14 @@ async def test_the_console_is_open_and_its_data_needs_the_read_scope(secured: ht
     for data in ("/v1/status", "/v1/locate/k"):
         assert (await secured.get(data)).status_code == 401
         assert (await secured.get(data, headers=bearer(READER))).status_code == 200
+
+
+async def test_a_batch_needs_write_scope_only_when_it_writes(secured: httpx.AsyncClient) -> None:
+    reads = {"ops": [{"op": "get", "key": "k"}]}
+    assert (await secured.post("/v1/batch", json=reads, headers=bearer(READER))).status_code == 200
+    assert (await secured.post("/v1/batch", json=reads)).status_code == 401
+    writes = {"ops": [{"op": "get", "key": "k"}, {"op": "incr", "key": "n"}]}
+    refused = await secured.post("/v1/batch", json=writes, headers=bearer(READER))
+    assert refused.status_code == 403 and "'write' is required" in refused.json()["detail"]
+    assert (await secured.post("/v1/batch", json=writes, headers=bearer(WRITER))).status_code == 200
+    assert (await secured.get("/v1/kv/n", headers=bearer(READER))).content == b"1"  # only the writer's ran

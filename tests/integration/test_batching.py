@@ -26,7 +26,7 @@ from kvstore.errors import ShardTimeout
 from kvstore.router import Router
 from kvstore.shard import Shard
 from kvstore.store import KeyValueStore
-from tests.conftest import empty_database
+from tests.conftest import empty_database, session_instances
 from tests.support import rawdb
 
 UNCONDITIONAL = Precondition()
@@ -219,7 +219,7 @@ async def test_a_stuck_shard_does_not_hold_up_another(
 def extra_location(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
     if backend == "sqlite":
         return [str(tmp_path / "other.db")]
-    instance = request.getfixturevalue("postgres_instances" if backend == "postgres" else "mariadb_instances")[1]
+    instance = session_instances(backend, request)[1]
     return [empty_database(instance)]
 
 

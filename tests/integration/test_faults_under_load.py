@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from kvstore.cluster.instance import DatabaseInstance
-from tests.conftest import SERVER_KINDS, dedicated_shards
+from kvstore.cluster.servers import SERVERS
+from tests.conftest import dedicated_shards
 from tests.support.server import ServerProcess
 
 REQUEST_TIMEOUT_S = 2.0
@@ -98,7 +99,7 @@ async def assert_all_acknowledged_readable(url: str, report: LoadReport) -> None
             assert response.status_code == 200 and response.content == value, key
 
 
-@pytest.fixture(params=sorted(SERVER_KINDS))
+@pytest.fixture(params=sorted(SERVERS))
 def loaded_cluster(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[str, list[DatabaseInstance], ServerProcess]]:

@@ -416,6 +416,42 @@ async def test_concurrent_increments_are_each_applied_once(node: Node) -> None:
     assert (await node.get("hits")).value == str(CONCURRENT_WRITERS * 10).encode()  # type: ignore[union-attr]
 
 
+async def test_a_transaction_commits_at_the_end_and_rolls_back_on_error(node: Node) -> None:
+    async with node.transaction() as tx:
+        await tx.put("a", b"1", None)
+        assert (await tx.get("a")).value == b"1"  # type: ignore[union-attr]  # its own writes
+        await tx.incr("n", 2)
+    assert (await node.get("a")).value == b"1" and (await node.get("n")).value == b"2"  # type: ignore[union-attr]
+    with pytest.raises(RuntimeError):
+        async with node.transaction() as tx:
+            await tx.put("a", b"2", None)
+            await tx.soft_delete("n", None)
+            raise RuntimeError("abandon")
+    assert (await node.get("a")).value == b"1" and (await node.get("n")).value == b"2"  # type: ignore[union-attr]
+
+
+async def test_lock_rows_locks_present_and_missing_keys_which_stay_absent(node: Node) -> None:
+    await node.put("here", b"v", None)
+    async with node.transaction() as tx:
+        rows = await tx.lock_rows(["missing", "here"])
+        assert [(row.key, row.live) for row in rows] == [("here", True), ("missing", False)]
+    assert await node.get("missing") is None
+    assert await node.create("missing", b"new", None) is not None  # the placeholder is a tombstone
+
+
+async def test_locked_rows_serialize_read_modify_write_transactions(node: Node) -> None:
+    await node.put("balance", b"0", None)
+
+    async def add_one() -> None:
+        async with node.transaction() as tx:
+            [row] = await tx.lock_rows(["balance"])
+            await asyncio.sleep(0)  # give another transaction every chance to interleave
+            await tx.put("balance", str(int(row.value) + 1).encode(), None)
+
+    await asyncio.gather(*(add_one() for _ in range(CONCURRENT_WRITERS)))
+    assert (await node.get("balance")).value == str(CONCURRENT_WRITERS).encode()  # type: ignore[union-attr]
+
+
 async def test_fetch_rows_returns_live_and_dead_rows_as_stored(node: Node) -> None:
     persistent = await node.create("persistent", b"\x00\xffbinary\x00", None)
     expiring = await node.create("expiring", b"soon", 3_600_000)

@@ -17,7 +17,16 @@ async def pool(postgres_instances: list[DatabaseInstance]) -> AsyncIterator[Conn
     async def connect() -> asyncpg.Connection:
         return await asyncpg.connect(dsn)
 
-    opened: ConnectionPool[asyncpg.Connection] = ConnectionPool(connect, max_size=3)
+    async def close(connection: asyncpg.Connection) -> None:
+        await connection.close()
+
+    opened: ConnectionPool[asyncpg.Connection] = ConnectionPool(
+        connect,
+        max_size=3,
+        is_closed=lambda connection: bool(connection.is_closed()),
+        close=close,
+        terminate=lambda connection: connection.terminate(),
+    )
     yield opened
     await opened.close(5.0)
 

@@ -13,14 +13,15 @@ import httpx
 import pytest
 
 from kvstore.cluster.instance import DatabaseInstance
+from kvstore.cluster.servers import SERVERS
 from kvstore.config import load_settings
-from tests.conftest import SERVER_KINDS, dedicated_shards
+from tests.conftest import dedicated_shards
 from tests.support.server import ServerProcess
 
 REQUEST_TIMEOUT_S = 1.0
 
 
-@pytest.fixture(params=sorted(SERVER_KINDS))
+@pytest.fixture(params=sorted(SERVERS))
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[list[DatabaseInstance], ServerProcess]]:
     settings = {"request_timeout_s": REQUEST_TIMEOUT_S, "connect_timeout_s": 0.5, "retry_after_s": 2}
     with dedicated_shards(request.param, tmp_path, **settings) as (instances, server):

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kvstore.backends import ENGINES
+from kvstore.cluster.servers import SERVERS
 from kvstore.ring import HashRing, RingNode
-from tests.conftest import SERVER_KINDS, empty_database, require
+from tests.conftest import empty_database, require, session_instances
 from tests.support import rawdb
 
 # Short timings keep the write pause of `reshard start` (lease + poll + request timeout + 1 s) at about 4 s.
@@ -42,10 +44,10 @@ def new_shards(
 
 
 def _empty_databases(backend: str, count: int, tmp_path: Path, request: pytest.FixtureRequest) -> list[str]:
-    if backend == "sqlite":
+    if ENGINES[backend].embedded:
         return [str(tmp_path / f"{uuid.uuid4().hex[:8]}.db") for _ in range(count)]
-    require(SERVER_KINDS[backend][1])
-    instances = request.getfixturevalue("postgres_instances" if backend == "postgres" else "mariadb_instances")
+    require(SERVERS[backend].find_binaries)
+    instances = session_instances(backend, request)
     return [empty_database(instances[index % len(instances)]) for index in range(count)]
 
 
