@@ -10,6 +10,8 @@ DB_PACKAGES := postgresql mariadb-server-core mariadb-client
 # The benchmark's load generator and peers; the suite's smoke test of the harness needs them too.
 BENCH_PACKAGES := wrk etcd-server redis-server redis-tools
 BENCH_BINARIES := wrk etcd redis-server redis-benchmark redis-cli
+# The console's browser tests drive the system's headless Chromium (Playwright cannot download its own here).
+BROWSER_PACKAGES := chromium
 
 # As root, PostgreSQL runs as the `postgres` OS user, which must traverse every directory above its
 # data, and kvstore changes none of them: from a checkout that user cannot reach (e.g. one under a
@@ -17,7 +19,7 @@ BENCH_BINARIES := wrk etcd redis-server redis-benchmark redis-cli
 CLUSTER_DIR ?= $(shell if [ "$$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$(CURDIR)" 2>/dev/null; then \
   echo /var/tmp/kvstore-cluster-$$(printf %s "$(CURDIR)" | cksum | cut -d' ' -f1); else echo .cluster; fi)
 
-.PHONY: setup run test lint format db-binaries bench-binaries haproxy-binary bench bench-smoke cluster cluster-down clean
+.PHONY: setup run test lint format db-binaries bench-binaries browser-binaries haproxy-binary bench bench-smoke cluster cluster-down clean
 
 # Three stamps, so each target installs only what it uses: `make run` the runtime dependencies;
 # `make setup` (tests, lint) adds the test and bench extras (the suite runs the benchmark's smoke
@@ -41,7 +43,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed-runtime
 run: $(VENV)/.installed-runtime
 	$(BIN)/kvstore serve
 
-test: setup db-binaries bench-binaries haproxy-binary
+test: setup db-binaries bench-binaries browser-binaries haproxy-binary
 	$(BIN)/pytest
 
 # A fresh local cluster (2 PostgreSQL shards x 1 streaming replica) and kvstore serving on it.
@@ -93,6 +95,18 @@ bench-binaries:
 	  else \
 	    echo "make bench and make test need$$missing: install them as root" \
 	         "(Debian/Ubuntu: apt-get install $(BENCH_PACKAGES))" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+browser-binaries:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $(BROWSER_PACKAGES) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; \
+	  else \
+	    echo "make test needs chromium for the console's browser tests: install it as root" \
+	         "(Debian/Ubuntu: apt-get install $(BROWSER_PACKAGES))" >&2; \
 	    exit 1; \
 	  fi; \
 	fi

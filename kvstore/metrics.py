@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -146,10 +146,20 @@ class SweepCounts(Protocol):
     deleted: int
 
 
-def exposition() -> bytes:
-    """The text exposition of every metric, aggregated over workers when there are several."""
+def _registry() -> CollectorRegistry:
+    """This process's metrics, or every worker's when there are several."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest()
+        return registry
+    return REGISTRY
+
+
+def exposition() -> bytes:
+    """The text exposition of every metric, aggregated over workers when there are several."""
+    return generate_latest(_registry())
+
+
+def collect() -> Iterable[Metric]:
+    """Every metric family with its samples, aggregated as ``exposition`` is (for ``/v1/status``)."""
+    return _registry().collect()

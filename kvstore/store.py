@@ -5,7 +5,9 @@ applies the per-request deadline, and records per-shard latency and errors. It k
 nothing of HTTP and nothing of SQL.
 
 Conditional writes map to one conditional statement each; an unconditional PUT is the
-backend's upsert (``Node.put``).
+backend's upsert (``Node.put``); an increment is ``Node.incr``. The multi-key operations build on
+the same node calls: a listing is ``listing.py``'s pages, a batch groups its ops per shard and kind
+into one statement each, and a transaction runs its ops in one database transaction on one shard.
 
 During a migration a key whose owner changes follows the moving-key rules (``moving.py``).
 """

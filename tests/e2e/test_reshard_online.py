@@ -1,5 +1,6 @@
-"""Online resharding under load: two front ends serve writes, reads and deletes while
-`kvstore reshard run` moves the data; afterwards nothing acknowledged is lost or resurrected.
+"""Online resharding under load: two front ends serve writes, reads, deletes, batches and listings
+while `kvstore reshard run` moves the data; afterwards nothing acknowledged is lost or resurrected,
+and every listing taken meanwhile showed every preloaded key exactly once, at its version.
 
 Every load worker owns its keys, so the last acknowledged operation on a key defines what
 every later read must return; a request that failed (503, timeout) makes its key's state
@@ -7,6 +8,7 @@ unknown until the next acknowledged write.
 """
 
 import asyncio
+import base64
 import json
 import random
 import sys
@@ -26,6 +28,7 @@ from tests.support.server import ServerProcess
 
 PRELOADED = 1000
 WORKERS = 8
+BATCH_WORKERS = 2
 KEYS_PER_WORKER = 40
 SHORT_TTL_S = 1
 
@@ -67,6 +70,81 @@ class Load:
     acknowledged: int = 0
     refused: Counter[int] = field(default_factory=Counter)
     anomalies: list[str] = field(default_factory=list)
+    listings: int = 0  # complete listings of the preloaded keys
+
+    async def lister(self, stop: asyncio.Event, client: httpx.AsyncClient, preloaded: dict[str, "Expected"]) -> None:
+        """Walks the listing of the preloaded keys (never written by the load) page by page, again and
+        again: each walk must show every one of them once, in byte order, at its version."""
+        rng = random.Random(-1)
+        wanted = [(key, preloaded[key].etag) for key in sorted(preloaded, key=str.encode)]
+        while not stop.is_set():
+            seen: list[tuple[str, str | None]] = []
+            params = {"prefix": "pre-", "limit": "150"}
+            while True:
+                response = await client.get(f"{rng.choice(self.urls)}/v1/kv", params=params)
+                if response.status_code >= 500:
+                    self.refused[response.status_code] += 1
+                    break
+                page = response.json()
+                seen += [(item["key"], f'"{item["version"]}"') for item in page["items"]]
+                if page["next"] is None:
+                    if seen != wanted:
+                        missing, extra = set(wanted) - set(seen), set(seen) - set(wanted)
+                        self.anomalies.append(
+                            f"listing: {len(seen)} items, missing {sorted(missing)[:3]}, extra {sorted(extra)[:3]}"
+                        )
+                    self.listings += 1
+                    break
+                params = {"cursor": page["next"], "limit": "150"}
+
+    async def batcher(self, worker: int, stop: asyncio.Event, client: httpx.AsyncClient) -> None:
+        """Batches of PUTs of its own keys, then a batch of GETs that must read what was acknowledged."""
+        rng = random.Random(1000 + worker)
+        keys = [f"b{worker}-{index}" for index in range(10)]
+        for key in keys:
+            self.model[key] = Expected()
+        while not stop.is_set():
+            values = {key: rng.randbytes(rng.randint(1, 32)) for key in rng.sample(keys, 5)}
+            ops = [
+                {"op": "put", "key": key, "value_b64": base64.b64encode(value).decode()}
+                for key, value in values.items()
+            ]
+            try:
+                response = await client.post(f"{rng.choice(self.urls)}/v1/batch", json={"ops": ops})
+            except httpx.TransportError:
+                for key in values:
+                    self.model[key] = UNKNOWN
+                continue
+            if response.status_code >= 500:
+                self.refused[response.status_code] += 1
+                for key in values:
+                    self.model[key] = UNKNOWN
+                continue
+            for (key, value), result in zip(values.items(), response.json()["results"], strict=True):
+                if result["status"] in (200, 201):
+                    self.model[key] = Expected(value, f'"{result["version"]}"')
+                    self.acknowledged += 1
+                else:
+                    self.refused[result["status"]] += 1
+                    self.model[key] = UNKNOWN
+            reads = await client.post(
+                f"{rng.choice(self.urls)}/v1/batch", json={"ops": [{"op": "get", "key": key} for key in keys]}
+            )
+            if reads.status_code >= 500:
+                self.refused[reads.status_code] += 1
+                continue
+            for key, result in zip(keys, reads.json()["results"], strict=True):
+                expected = self.model[key]
+                if expected is UNKNOWN or result["status"] >= 500:
+                    continue
+                if result["status"] == 404:
+                    if expected.value is not None:
+                        self.anomalies.append(f"batch GET {key}: acknowledged value lost (404)")
+                elif (base64.b64decode(result["value_b64"]), f'"{result["version"]}"') != (
+                    expected.value,
+                    expected.etag,
+                ):
+                    self.anomalies.append(f"batch GET {key}: stale or foreign value at version {result['version']}")
 
     async def worker(self, worker: int, stop: asyncio.Event, client: httpx.AsyncClient) -> None:
         rng = random.Random(worker)
@@ -182,8 +260,10 @@ async def test_reshard_under_load_loses_nothing(
         load = Load(urls)
         stop = asyncio.Event()
         workers = [asyncio.create_task(load.worker(w, stop, client)) for w in range(WORKERS)]
+        workers += [asyncio.create_task(load.batcher(w, stop, client)) for w in range(BATCH_WORKERS)]
+        workers.append(asyncio.create_task(load.lister(stop, client, preloaded)))
         await asyncio.sleep(1)
-        acknowledged_before = load.acknowledged
+        acknowledged_before, listings_before = load.acknowledged, load.listings
         migration = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "kvstore", "reshard", "run", "--config", str(config), "--to", str(target),
             "--batch-size", "50", "--rows-per-second", "600",
@@ -191,6 +271,7 @@ async def test_reshard_under_load_loses_nothing(
         )  # fmt: skip
         _, err = await asyncio.wait_for(migration.communicate(), 180)
         acknowledged_during = load.acknowledged - acknowledged_before
+        listings_during = load.listings - listings_before
         await asyncio.sleep(1)
         stop.set()
         await asyncio.gather(*workers)
@@ -202,10 +283,12 @@ async def test_reshard_under_load_loses_nothing(
         epochs = {(await client.get(f"{process.url}/readyz")).json()["ring"]["epoch"] for process in front_ends}
 
     summary = f"{load.acknowledged} writes acknowledged ({acknowledged_during} during the migration)"
+    summary += f", {load.listings} complete listings ({listings_during} during it)"
     print(f"{scenario}: {summary}, refused {dict(load.refused)}")
     assert load.anomalies == [], load.anomalies[:10]
     assert final == [], final[:10]
     assert acknowledged_during >= 100, f"only {acknowledged_during} writes were acknowledged during the migration"
+    assert listings_during >= 3, f"only {listings_during} listings completed during the migration"
     assert "describes a ring the shards no longer use" in front_ends[2].log(), "the late front end did not say so"
     assert epochs == {4}, "every front end follows the final record: preparing, copying, switched, stable"
 

@@ -209,6 +209,11 @@ def test_expired_and_deleted_keys_are_404_on_replicas(replicated: Replicated) ->
     key, gone = f"k-{uuid.uuid4().hex}", f"k-{uuid.uuid4().hex}"
     with httpx.Client(base_url=replicated.lenient.url) as client:
         eventually(lambda: replica_in_rotation(replicated.lenient), what="rotation")
+        status = client.get("/v1/status").json()  # the console's view: the replica as the probe saw it
+        (s0,) = [shard for shard in status["shards"] if shard["name"] == "s0"]
+        (replica,) = s0["replicas"]
+        assert (replica["node"], replica["reachable"], replica["in_rotation"]) == ("s0/replica1", True, True)
+        assert 0 <= replica["lag_s"] <= 5 and replica["problem"] is None
         token = client.put(f"/v1/kv/{key}?ttl=1", content=b"brief").headers["kv-read-after"]
         assert client.get(f"/v1/kv/{key}", params={"after": token}).content == b"brief"
         client.put(f"/v1/kv/{gone}", content=b"doomed")
