@@ -143,3 +143,6 @@ async def test_stopping_a_front_end_under_load_costs_no_client_error(
     async with httpx.AsyncClient(base_url=kept.url) as client:
         for key, value in acknowledged.items():
             assert (await client.get(f"/v1/kv/{key}")).content == value, "an acknowledged write was lost"
+    # The drain README describes, on the admin socket the config opens.
+    assert balancer.command("set server kvstore/fe2 state drain").strip() == ""
+    assert balancer.servers()["fe2"]["status"] == "DRAIN"
