@@ -5,6 +5,7 @@ does not allow the operation (409: incr of a non-integer); 2 any other error (ba
 server or shard unavailable, no connection).
 """
 
+import base64
 import itertools
 import sys
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import orjson
 
-from kvstore.client import Client, ClientError, Conflict, NotFound, PreconditionFailed, Written
+from kvstore.client import Client, ClientError, Conflict, Get, NotFound, OpResult, PreconditionFailed, Put, Written
 
 EXIT_NO = 1
 EXIT_ERROR = 2
@@ -174,6 +175,59 @@ def list_keys(prefix: str, reverse: bool, limit: int | None, as_json: bool, url:
                 click.echo(orjson.dumps(document).decode())
             else:
                 click.echo(item.key)
+
+
+@kv.command("mget")
+@click.argument("keys", nargs=-1, required=True)
+@server_options
+def mget(keys: tuple[str, ...], url: str, token: str | None) -> None:
+    """Read many KEYS in one request (POST /v1/batch): one JSON line per key, in order,
+    {"key", "status", "version", "expires_at", "value_b64"}; a key with no live value has status 404.
+
+    \b
+    Example:
+      kvstore kv mget users/1 users/2 users/3
+    """
+    with connected(url, token) as client:
+        results = client.batch([Get(key) for key in keys])
+    echo_results(results)
+
+
+@kv.command("mput")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.option("--ttl", default=None, metavar="SECONDS", help="Each key expires after SECONDS.")
+@server_options
+def mput(pairs: tuple[str, ...], ttl: str | None, url: str, token: str | None) -> None:
+    """Store many KEY=VALUE pairs (values as text) in one request (POST /v1/batch), not atomically:
+    one JSON line per pair, {"key", "status", "version", "expires_at"}. Exit status 2 when any failed.
+
+    \b
+    Example:
+      kvstore kv mput users/1=ada users/2=grace --ttl 3600
+    """
+    puts = []
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="KEY=VALUE")
+        puts.append(Put(key, value, ttl=ttl))
+    with connected(url, token) as client:
+        results = client.batch(puts)
+    echo_results(results)
+    if any(result.error is not None for result in results):
+        sys.exit(EXIT_ERROR)
+
+
+def echo_results(results: list[OpResult]) -> None:
+    for result in results:
+        document: dict[str, Any] = {"key": result.key, "status": result.status}
+        if result.error is None:
+            document |= {"version": result.version, "expires_at": result.expires_at_ms}
+            if isinstance(result.value, bytes):
+                document["value_b64"] = base64.b64encode(result.value).decode()
+        else:
+            document["error"] = str(result.error)
+        click.echo(orjson.dumps(document).decode())
 
 
 @kv.command("ttl")
