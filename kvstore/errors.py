@@ -14,7 +14,8 @@
     └── ShardError               a shard could not answer (HTTP 503 + Retry-After)
         ├── ShardUnavailable     could not connect, or the connection broke before the query ran
         ├── ShardTimeout         no answer within the deadline
-        └── WriteOutcomeUnknown  the connection broke after a write was sent: it may have committed
+        └── WriteOutcomeUnknown  the connection broke or the deadline passed after a write was sent:
+                                 it may have committed (HTTP 503 with ``"write_outcome": "unknown"``)
 """
 
 

@@ -22,7 +22,7 @@ speaks for each key (``moving.choose``), on primaries, as for any moving key.
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kvstore import moving
@@ -145,11 +145,16 @@ def _choose(topology: Topology, key: str, by_shard: dict[str, ListedRow]) -> Lis
 
 
 async def list_page(
-    topology: Topology, shards: dict[str, Shard], query: ListQuery, *, strong: bool, read_after: tuple[str, str] | None
+    topology: Topology,
+    shards: dict[str, Shard],
+    query: ListQuery,
+    *,
+    strong: bool,
+    read_after: Mapping[str, str] | None,
 ) -> Page:
-    """One page of ``query``. ``read_after`` is a write's ``(shard, position)``: that shard's
-    replicas must have replayed it, and the other shards are read on their primaries, as a GET
-    does with a token from another shard."""
+    """One page of ``query``. ``read_after`` maps shards to the positions of writes (a client's
+    read-after tokens): those shards' replicas must have replayed them, and the shards it does not
+    name are read on their primaries, as a GET does for a key whose shard no token names."""
     bounds = key_range(query)
     if bounds is None:
         return Page([], None)
@@ -163,9 +168,7 @@ async def list_page(
         async def on(node: Node) -> None:
             listed.append((node, await node.list_range(start, stop, descending=query.reverse, limit=query.limit)))
 
-        position = None
-        if read_after is not None and read_after[0] == name:
-            position = read_after[1]
+        position = None if read_after is None else read_after.get(name)
         primary_only = strong or migrating or (read_after is not None and position is None)
         await shard.read_with(on, strong=primary_only, after_position=position)
         node, rows = listed[-1]

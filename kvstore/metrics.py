@@ -6,9 +6,10 @@ and ``/metrics`` aggregates every worker's samples (prometheus_client's multipro
 
 import functools
 import os
+from collections.abc import Iterable
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -78,6 +79,17 @@ SWEEPER_ACTIVE = Gauge(
     ["shard"],
     multiprocess_mode="livemax",
 )
+RING_EPOCH = Gauge(
+    "kvstore_ring_epoch",
+    "Epoch of the ring record this front end routes by (0: none read yet)",
+    multiprocess_mode="livemax",
+)
+RING_PHASE = Gauge(
+    "kvstore_ring_phase",
+    "1 for the phase of the ring record this front end routes by (a migration's progress), else 0",
+    ["phase"],
+    multiprocess_mode="livemax",
+)
 
 
 @functools.cache
@@ -112,6 +124,13 @@ def count_read(shard: str, target: str) -> None:
     _read_child(shard, target).inc()
 
 
+def record_ring(epoch: int, phase: str, phases: Iterable[str]) -> None:
+    """The ring record in force: its epoch, and which of ``phases`` it is in."""
+    RING_EPOCH.set(epoch)
+    for name in phases:
+        RING_PHASE.labels(name).set(1 if name == phase else 0)
+
+
 def record_sweep(shard: str, result: "SweepCounts", seconds: float, stale_estimate: float) -> None:
     SWEEPER_SAMPLED.labels(shard).inc(result.sampled)
     SWEEPER_DEAD.labels(shard).inc(result.dead)
@@ -127,10 +146,20 @@ class SweepCounts(Protocol):
     deleted: int
 
 
-def exposition() -> bytes:
-    """The text exposition of every metric, aggregated over workers when there are several."""
+def _registry() -> CollectorRegistry:
+    """This process's metrics, or every worker's when there are several."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest()
+        return registry
+    return REGISTRY
+
+
+def exposition() -> bytes:
+    """The text exposition of every metric, aggregated over workers when there are several."""
+    return generate_latest(_registry())
+
+
+def collect() -> Iterable[Metric]:
+    """Every metric family with its samples, aggregated as ``exposition`` is (for ``/v1/status``)."""
+    return _registry().collect()

@@ -68,11 +68,6 @@ class ReplicaHealth:
     problem: str | None = "not probed yet"
     in_flight: int = 0  # reads between ReplicaSet.acquire and release
 
-    def describe(self) -> str:
-        if self.in_rotation:
-            return f"up (lag {self.lag_s or 0:.3f} s)"
-        return f"out of rotation: {self.problem}"
-
 
 class ReplicaSet:
     def __init__(

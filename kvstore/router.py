@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from kvstore import moving
+from kvstore import metrics, moving
 from kvstore.config import Settings, ShardSettings, parse_shard_specs
 from kvstore.errors import KvError, ShardUnavailable
 from kvstore.ring_record import Phase, RingRecord, ShardSpec, initial_record, poll_records, ring_layout
@@ -40,6 +40,7 @@ class Router:
         self.shards = {shard.name: Shard.from_settings(shard, settings.server) for shard in settings.shards}
         self.record = initial_record(settings)  # the ring record routed by (epoch 0: none read yet)
         self.topology = Topology(epoch=0, phase=Phase.STABLE, ring=settings.ring())
+        metrics.record_ring(0, Phase.STABLE, Phase)
         self._confirmed_at: float | None = None  # set once a refresh succeeded; from then on the lease applies
 
     def route(self, key: str) -> Route:
@@ -125,6 +126,7 @@ class Router:
         if drift is not None:
             log.warning("%s", drift)
         self.record, self.topology = record, Topology.of(record)
+        metrics.record_ring(record.epoch, record.phase, Phase)
         log.info("ring record adopted", extra={"epoch": record.epoch, "phase": record.phase.value})
         return added
 

@@ -17,7 +17,7 @@ import functools
 import re
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -25,10 +25,18 @@ from kvstore import listing, metrics, moving
 from kvstore.backends.base import INTEGER_PATTERN, Node, Put, Row
 from kvstore.batching import Attempt
 from kvstore.conditions import Precondition
-from kvstore.errors import Conflict, CrossShard, PreconditionFailed, ShardError, ShardTimeout, ShardUnavailable
+from kvstore.errors import (
+    Conflict,
+    CrossShard,
+    PreconditionFailed,
+    ShardError,
+    ShardTimeout,
+    ShardUnavailable,
+    WriteOutcomeUnknown,
+)
 from kvstore.listing import ListQuery, Page
 from kvstore.operations import Compare, DeleteOp, GetOp, IncrOp, Op, OpFailed, Outcome, PutOp, TxnResult, is_write
-from kvstore.positions import decode_read_after, encode_read_after
+from kvstore.positions import encode_read_after, position_for, positions_by_shard
 from kvstore.router import Route, Router
 from kvstore.shard import Shard
 from kvstore.topology import write_pause_detail
@@ -59,8 +67,8 @@ class KeyValueStore:
             return await self._run(shard, "get", None, lambda: _read_moving(route, key))
         position = None
         if read_after is not None:
-            token_shard, position = decode_read_after(read_after)
-            strong = strong or token_shard != shard.name
+            position = position_for(shard.name, read_after)
+            strong = strong or position is None
 
         async def read() -> Row | None:
             try:
@@ -148,9 +156,9 @@ class KeyValueStore:
         """One page of keys in byte order (``listing.py``), read like GET: from replicas unless
         ``strong``, and with ``read_after`` from nodes that have replayed that write."""
         topology = self.router.routing_topology()
-        token = None if read_after is None else decode_read_after(read_after)
+        positions = None if read_after is None else positions_by_shard(read_after)
         shards = self.router.shards
-        call = functools.partial(listing.list_page, topology, shards, query, strong=strong, read_after=token)
+        call = functools.partial(listing.list_page, topology, shards, query, strong=strong, read_after=positions)
         return await self._within_deadline(",".join(topology.ring.names), None, call)
 
     async def batch(self, ops: Sequence[Op], *, strong: bool = False, read_after: str | None = None) -> list[Outcome]:
@@ -163,13 +171,13 @@ class KeyValueStore:
         write or an increment is its own statement, as it is alone. The batch shares one request
         deadline; an op it did not reach fails alone, and a shard that fails fails only its ops.
         """
-        token = None if read_after is None else decode_read_after(read_after)
+        positions = None if read_after is None else positions_by_shard(read_after)
         outcomes: list[Outcome | None] = [None] * len(ops)
         attempts = [Attempt() for _ in ops]
         try:
             async with asyncio.timeout(self.request_timeout_s):
                 for indices in _rounds(ops):
-                    await self._batch_round(ops, indices, outcomes, attempts, strong, token)
+                    await self._batch_round(ops, indices, outcomes, attempts, strong, positions)
         except TimeoutError:
             for index, outcome in enumerate(outcomes):
                 if outcome is None:
@@ -227,7 +235,7 @@ class KeyValueStore:
         outcomes: list[Outcome | None],
         attempts: list[Attempt],
         strong: bool,
-        token: tuple[str, str] | None,
+        positions: Mapping[str, str] | None,
     ) -> None:
         # By shard name (a Shard is mutable, hence not hashable): (kind, owner, source) and (owner, source).
         groups: dict[tuple[str, str, str | None], list[int]] = defaultdict(list)
@@ -268,7 +276,7 @@ class KeyValueStore:
             started = time.perf_counter()
             try:
                 if kind == "get":
-                    await self._batch_get(shard, source, keys, members, outcomes, strong, token)
+                    await self._batch_get(shard, source, keys, members, outcomes, strong, positions)
                 elif kind == "put":
                     puts = [
                         Put(op.key, op.value, op.ttl_ms) for index in members if isinstance(op := ops[index], PutOp)
@@ -306,22 +314,25 @@ class KeyValueStore:
         members: list[int],
         outcomes: list[Outcome | None],
         strong: bool,
-        token: tuple[str, str] | None,
+        positions: Mapping[str, str] | None,
     ) -> None:
         if source is not None:
             rows = await moving.read(shard.primary, source.primary, keys)
         else:
-            position = token[1] if token is not None and token[0] == shard.name else None
-            strong = strong or (token is not None and position is None)
+            position = None if positions is None else positions.get(shard.name)
+            strong = strong or (positions is not None and position is None)
             rows = await shard.read_many(keys, strong=strong, after_position=position)
         for index, key in zip(members, keys, strict=True):
             row = rows.get(key)
             outcomes[index] = Outcome(row, found=row is not None)
 
-    def _deadline_passed(self, shard: str, attempt: Attempt | None) -> ShardTimeout:
+    def _deadline_passed(self, shard: str, attempt: Attempt | None) -> ShardError:
+        """A write whose statement was sent may have been applied: its outcome is unknown."""
         detail = f"no answer within {self.request_timeout_s:g} s"
+        if attempt is not None and attempt.sent:
+            return WriteOutcomeUnknown(shard, detail + "; the write may have been applied")
         if attempt is not None:
-            detail += "; the write may have been applied" if attempt.sent else "; the write was not applied"
+            detail += "; the write was not applied"
         return ShardTimeout(shard, detail)
 
     async def _run(self, shard: Shard, op: str, attempt: Attempt | None, call: Callable[[], Awaitable[T]]) -> T:

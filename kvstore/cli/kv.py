@@ -1,64 +1,25 @@
-"""``kvstore kv …``: a small client of the HTTP API, for shells and scripts.
+"""``kvstore kv …``: the Python client (``kvstore.client``) for shells and scripts.
 
-Exit status: 0 done; 1 the key is not live (404) or a precondition failed (412); 2 any
-other error (bad request, auth, server or shard unavailable, no connection).
+Exit status: 0 done; 1 the key is not live (404), a precondition failed (412) or the value
+does not allow the operation (409: incr of a non-integer); 2 any other error (bad request, auth,
+server or shard unavailable, no connection).
 """
 
-import asyncio
-import contextlib
+import base64
+import itertools
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import quote
 
 import click
-import httpx
+import orjson
 
-_KEY_PREFIX = "/v1/kv/"
-_TIMEOUT_S = 30.0
+from kvstore.client import Client, ClientError, Conflict, Get, NotFound, OpResult, PreconditionFailed, Put, Written
+
 EXIT_NO = 1
 EXIT_ERROR = 2
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Client:
-    """Where the server is and how to authenticate; one request per command."""
-
-    def __init__(self, url: str, token: str | None) -> None:
-        self.url = url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    def request(
-        self,
-        method: str,
-        key: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | None = None,
-    ) -> httpx.Response:
-        try:
-            return asyncio.run(self._request(method, key, params or {}, headers or {}, content))
-        except httpx.HTTPError as error:
-            fail(EXIT_ERROR, f"cannot reach {self.url}: {type(error).__name__}: {error}")
-
-    async def _request(
-        self, method: str, key: str, params: Mapping[str, str], headers: Mapping[str, str], content: bytes | None
-    ) -> httpx.Response:
-        async with httpx.AsyncClient(timeout=_TIMEOUT_S) as client:
-            return await client.request(
-                method, self.url + key_path(key), params=params, headers={**self.headers, **headers}, content=content
-            )
-
-
-def key_path(key: str) -> str:
-    """``/v1/kv/`` + the key percent-encoded, ``/`` kept.
-
-    Dots are encoded too: an HTTP client removes ``.`` and ``..`` path segments, which would
-    silently address another key.
-    """
-    return _KEY_PREFIX + quote(key, safe="/").replace(".", "%2E")
 
 
 def fail(status: int, message: str) -> NoReturn:
@@ -66,23 +27,24 @@ def fail(status: int, message: str) -> NoReturn:
     sys.exit(status)
 
 
-def check(response: httpx.Response, *expected: int) -> None:
-    """Exit with ``status detail`` on stderr unless the answer is one of ``expected``."""
-    if response.status_code in expected:
-        return
-    if response.status_code == 404:
+@contextmanager
+def connected(url: str, token: str | None) -> Iterator[Client]:
+    """A client for one command; its errors become the exit status and ``status detail`` on stderr."""
+    try:
+        with Client(url, token=token, timeout_s=30.0) as client:
+            yield client
+    except NotFound:
         fail(EXIT_NO, "not found")
-    detail = response.reason_phrase
-    if response.headers.get("content-type", "").startswith("application/problem+json"):
-        with contextlib.suppress(ValueError):
-            body = response.json()
-            detail = str(body.get("detail", detail)) if isinstance(body, dict) else detail
-    fail(EXIT_NO if response.status_code == 412 else EXIT_ERROR, f"{response.status_code} {detail}")
+    except (PreconditionFailed, Conflict) as error:
+        fail(EXIT_NO, str(error))
+    except ClientError as error:
+        fail(EXIT_ERROR, str(error) if error.status is not None else f"cannot reach {url}: {error.detail}")
 
 
-def etag(value: str) -> str:
-    """An ETag as ``If-Match`` wants it: quoted, unless it is ``*`` or already quoted."""
-    return value if value == "*" or value.startswith('"') else f'"{value}"'
+def echo_written(written: Written) -> None:
+    """The write's outcome as the server reports it: ``{"key", "version", "expires_at"}``."""
+    document = {"key": written.key, "version": written.version, "expires_at": written.expires_at_ms}
+    click.echo(orjson.dumps(document).decode())
 
 
 def server_options(function: F) -> F:
@@ -103,7 +65,7 @@ def server_options(function: F) -> F:
 def kv() -> None:
     """Read and write keys through a running server's HTTP API.
 
-    Exit status: 0 done, 1 not found or precondition failed, 2 any other error.
+    Exit status: 0 done, 1 not found, precondition failed or conflict, 2 any other error.
     """
 
 
@@ -119,10 +81,10 @@ def get(key: str, strong: bool, url: str, token: str | None) -> None:
       kvstore kv get greeting
       kvstore kv get images/logo.png --strong > logo.png
     """
-    response = Client(url, token).request("GET", key, params={"consistency": "strong"} if strong else None)
-    check(response, 200)
+    with connected(url, token) as client:
+        entry = client.get(key, strong=strong)
     stdout = sys.stdout.buffer
-    stdout.write(response.content)
+    stdout.write(entry.value)
     stdout.flush()
 
 
@@ -152,14 +114,9 @@ def put(
         body = stdin.read()
     else:
         body = value.encode()
-    headers = {"If-None-Match": "*"} if create_only else {}
-    if if_match is not None:
-        headers["If-Match"] = etag(if_match)
-    response = Client(url, token).request(
-        "PUT", key, params=None if ttl is None else {"ttl": ttl}, headers=headers, content=body
-    )
-    check(response, 200, 201)
-    click.echo(response.text)
+    with connected(url, token) as client:
+        written = client.put(key, body, ttl=ttl, if_match=if_match, if_absent=create_only)
+    echo_written(written)
 
 
 @kv.command("delete")
@@ -173,8 +130,104 @@ def delete(key: str, if_match: str | None, url: str, token: str | None) -> None:
     Example:
       kvstore kv delete greeting
     """
-    headers = {} if if_match is None else {"If-Match": etag(if_match)}
-    check(Client(url, token).request("DELETE", key, headers=headers), 204)
+    with connected(url, token) as client:
+        deleted = client.delete(key, if_match=if_match)
+    if not deleted:
+        fail(EXIT_NO, "not found")
+
+
+@kv.command("incr")
+@click.argument("key")
+@click.option("--by", type=int, default=1, show_default=True, help="The increment (may be negative).")
+@server_options
+def incr(key: str, by: int, url: str, token: str | None) -> None:
+    """Add to KEY's integer value (from 0 when it has none) and print the new value.
+
+    \b
+    Example:
+      kvstore kv incr visits
+      kvstore kv incr stock/apples --by -3
+    """
+    with connected(url, token) as client:
+        click.echo(client.incr(key, by).value)
+
+
+@kv.command("list")
+@click.argument("prefix", default="")
+@click.option("--reverse", is_flag=True, help="Descending byte order.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many keys.")
+@click.option("--json", "as_json", is_flag=True, help='One JSON object per line: {"key", "version", "expires_at"}.')
+@server_options
+def list_keys(prefix: str, reverse: bool, limit: int | None, as_json: bool, url: str, token: str | None) -> None:
+    """Print the live keys starting with PREFIX, in byte order, one per line.
+
+    Keys may contain newlines: use --json to read them back unambiguously.
+
+    \b
+    Example:
+      kvstore kv list users/ --limit 20
+      kvstore kv list --reverse --json
+    """
+    with connected(url, token) as client:
+        for item in itertools.islice(client.list(prefix, reverse=reverse), limit):
+            if as_json:
+                document = {"key": item.key, "version": item.version, "expires_at": item.expires_at_ms}
+                click.echo(orjson.dumps(document).decode())
+            else:
+                click.echo(item.key)
+
+
+@kv.command("mget")
+@click.argument("keys", nargs=-1, required=True)
+@server_options
+def mget(keys: tuple[str, ...], url: str, token: str | None) -> None:
+    """Read many KEYS in one request (POST /v1/batch): one JSON line per key, in order,
+    {"key", "status", "version", "expires_at", "value_b64"}; a key with no live value has status 404.
+
+    \b
+    Example:
+      kvstore kv mget users/1 users/2 users/3
+    """
+    with connected(url, token) as client:
+        results = client.batch([Get(key) for key in keys])
+    echo_results(results)
+
+
+@kv.command("mput")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.option("--ttl", default=None, metavar="SECONDS", help="Each key expires after SECONDS.")
+@server_options
+def mput(pairs: tuple[str, ...], ttl: str | None, url: str, token: str | None) -> None:
+    """Store many KEY=VALUE pairs (values as text) in one request (POST /v1/batch), not atomically:
+    one JSON line per pair, {"key", "status", "version", "expires_at"}. Exit status 2 when any failed.
+
+    \b
+    Example:
+      kvstore kv mput users/1=ada users/2=grace --ttl 3600
+    """
+    puts = []
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="KEY=VALUE")
+        puts.append(Put(key, value, ttl=ttl))
+    with connected(url, token) as client:
+        results = client.batch(puts)
+    echo_results(results)
+    if any(result.error is not None for result in results):
+        sys.exit(EXIT_ERROR)
+
+
+def echo_results(results: list[OpResult]) -> None:
+    for result in results:
+        document: dict[str, Any] = {"key": result.key, "status": result.status}
+        if result.error is None:
+            document |= {"version": result.version, "expires_at": result.expires_at_ms}
+            if isinstance(result.value, bytes):
+                document["value_b64"] = base64.b64encode(result.value).decode()
+        else:
+            document["error"] = str(result.error)
+        click.echo(orjson.dumps(document).decode())
 
 
 @kv.command("ttl")
@@ -189,11 +242,6 @@ def ttl(key: str, url: str, token: str | None) -> None:
     Example:
       kvstore kv ttl greeting
     """
-    response = Client(url, token).request("HEAD", key)
-    check(response, 200)
-    expires_at = response.headers.get("Expires-At")
-    if expires_at is None:
-        click.echo("persistent")
-        return
-    remaining_ms = max(int(expires_at) - int(time.time() * 1000), 0)
-    click.echo(f"{remaining_ms / 1000:.3f}")
+    with connected(url, token) as client:
+        remaining = client.ttl(key)
+    click.echo("persistent" if remaining is None else f"{remaining:.3f}")

@@ -22,10 +22,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kvstore import metrics
+from kvstore import metrics, status
 from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError
 from kvstore.http.batch import BatchRoute
+from kvstore.http.cluster import cluster_routes
+from kvstore.http.console import console_routes
 from kvstore.http.endpoints import BATCH, HEALTHZ, KEYS, LIST, METRICS, OPENAPI, READYZ, TXN
 from kvstore.http.front import Front
 from kvstore.http.kv import KeyRoute
@@ -39,7 +41,6 @@ from kvstore.store import KeyValueStore
 from kvstore.sweeper import ShardSweeper
 
 log = logging.getLogger("kvstore.server")
-_PROBE_TIMEOUT_S = 1.0
 _GAUGE_INTERVAL_S = 1.0
 
 
@@ -160,28 +161,17 @@ def create_app(settings: Settings) -> ASGIApp:
     async def readyz(request: Request) -> Response:
         if not lifecycle.ready:
             return problem(503, "not serving (starting or shutting down)", headers={"Retry-After": "1"})
-        names = sorted(router.shards)
-        results = await asyncio.gather(*(_probe(router.shards[name]) for name in names), return_exceptions=False)
-        shards = dict(zip(names, results, strict=True))
-        for name, state in shards.items():
-            metrics.SHARD_UP.labels(name).set(1 if state == "up" else 0)
-        down = [name for name, state in shards.items() if state != "up"]
-        replicas = {
-            health.node.label: health.describe()
-            for shard in router.shards.values()
-            if shard.replicas is not None
-            for health in shard.replicas.replicas
-        }
+        ready = await status.readiness(router)
+        shards = {name: "up" if why is None else f"down: {why}" for name, why in ready.shards.items()}
         # Replicas appear only where there are some, in either answer.
+        replicas = {replica.node: replica.summary() for replica in ready.replicas}
         with_replicas: dict[str, object] = {"replicas": replicas} if replicas else {}
-        if down:
-            detail = f"shard primary unreachable: {', '.join(down)}"
+        if ready.down:
+            detail = f"shard primary unreachable: {', '.join(ready.down)}"
             headers = {"Retry-After": str(server.retry_after_s)}
             return problem(503, detail, headers=headers, shards=shards, **with_replicas)
-        # Replicas out of rotation cost capacity, not correctness: ready, but degraded.
-        status = "degraded" if any(not state.startswith("up") for state in replicas.values()) else "ready"
-        ring = {"epoch": router.topology.epoch, "phase": router.topology.phase.value}
-        body: dict[str, object] = {"status": status, "shards": shards, **with_replicas, "ring": ring}
+        ring = {"epoch": ready.epoch, "phase": ready.phase}
+        body: dict[str, object] = {"status": ready.state, "shards": shards, **with_replicas, "ring": ring}
         return Response(orjson.dumps(body), media_type="application/json")
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -204,6 +194,8 @@ def create_app(settings: Settings) -> ASGIApp:
         Route(READYZ.path, readyz, methods=list(READYZ.methods)),
         Route(METRICS.path, metrics_endpoint, methods=list(METRICS.methods)),
         Route(OPENAPI.path, openapi, methods=list(OPENAPI.methods)),
+        *cluster_routes(router, server.request_timeout_s),
+        *console_routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -246,17 +238,6 @@ class QuietStartFailure:
             await send(message)
 
         await self.app(scope, receive, send_quietly)
-
-
-async def _probe(shard: Shard) -> str:
-    try:
-        async with asyncio.timeout(_PROBE_TIMEOUT_S):
-            await shard.primary.ping()
-    except TimeoutError:
-        return "down: no answer within 1 s"
-    except ShardError as error:
-        return f"down: {error.detail}"
-    return "up"
 
 
 def _is_loopback(host: str) -> bool:

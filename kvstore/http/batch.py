@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope
 
 from kvstore.conditions import Precondition, parse_preconditions
 from kvstore.config import ApiToken
-from kvstore.errors import InvalidRequest, KvError, ShardError, ValueTooLarge
+from kvstore.errors import InvalidRequest, KvError, ShardError, ValueTooLarge, WriteOutcomeUnknown
 from kvstore.http import auth, reply
 from kvstore.http.endpoints import WRITE
 from kvstore.http.kv import RequestHeaders, query, read_value
@@ -211,4 +211,6 @@ def _failed(key: object, error: BaseException | None) -> dict[str, object]:
     }
     if isinstance(error, ShardError):
         problem["shard"] = error.shard
+    if isinstance(error, WriteOutcomeUnknown):
+        problem["write_outcome"] = "unknown"  # as on a single-key 503: never to be repeated blindly
     return {"status": status, "key": key, "error": problem}

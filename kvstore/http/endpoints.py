@@ -12,7 +12,7 @@ READ, WRITE, ADMIN = "read", "write", "admin"
 
 @dataclass(frozen=True, slots=True, eq=False)  # compared and hashed by identity: each is declared once
 class Endpoint:
-    """``path`` is exact, or a template ending in ``{key}`` that matches everything after its prefix.
+    """``path`` is exact, or a template ending in ``{name}`` that matches everything after its prefix.
 
     ``scopes`` maps each allowed method to the token scope it needs (None: open to everyone);
     ``shed``: counted against ``max_in_flight`` and refused with 503 beyond it (probes and
@@ -27,6 +27,11 @@ class Endpoint:
     @property
     def methods(self) -> tuple[str, ...]:
         return tuple(self.scopes)
+
+    @property
+    def prefix(self) -> str | None:
+        """What a templated path starts with (``/v1/locate/`` for ``/v1/locate/{key}``); None when exact."""
+        return self.path[: self.path.index("{")] if self.path.endswith("}") else None
 
     def label(self, method: str) -> str:
         """The bounded ``op`` label of a request: the key method, else the endpoint's name."""
@@ -50,12 +55,25 @@ HEALTHZ = Endpoint("/healthz", {"GET": None})
 READYZ = Endpoint("/readyz", {"GET": None})
 METRICS = Endpoint("/metrics", {"GET": ADMIN})
 OPENAPI = Endpoint("/openapi.json", {"GET": None})
-ENDPOINTS = (KEYS, LIST, BATCH, TXN, HEALTHZ, READYZ, METRICS, OPENAPI)
-_EXACT = {endpoint.path: endpoint for endpoint in ENDPOINTS if endpoint is not KEYS}
+# The console's data: the cluster's state (status.py), and which shard owns a key.
+STATUS = Endpoint("/v1/status", {"GET": READ})
+LOCATE = Endpoint("/v1/locate/{key}", {"GET": READ})
+# The console's page and its files hold no data, so they are open: the data endpoints ask for a token.
+CONSOLE = Endpoint("/ui", {"GET": None})
+CONSOLE_FILES = Endpoint("/ui/{file}", {"GET": None})
+ENDPOINTS = (KEYS, LIST, BATCH, TXN, HEALTHZ, READYZ, METRICS, OPENAPI, STATUS, LOCATE, CONSOLE, CONSOLE_FILES)
+_EXACT = {endpoint.path: endpoint for endpoint in ENDPOINTS if endpoint.prefix is None}
+_TEMPLATED = tuple((prefix, endpoint) for endpoint in ENDPOINTS if (prefix := endpoint.prefix) and endpoint is not KEYS)
 
 
 def find(path: str) -> Endpoint | None:
     """The endpoint serving ``path``, or None (404)."""
     if path.startswith(KEY_PREFIX):
         return KEYS
-    return _EXACT.get(path)
+    exact = _EXACT.get(path)
+    if exact is not None:
+        return exact
+    for prefix, endpoint in _TEMPLATED:
+        if path.startswith(prefix):
+            return endpoint
+    return None

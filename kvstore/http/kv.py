@@ -75,11 +75,11 @@ class RequestHeaders:
         return found
 
 
-def key_from(scope: Scope) -> str:
-    """The key, decoded strictly from the raw path so invalid UTF-8 is refused, not replaced."""
+def key_from(scope: Scope, prefix: bytes = _PREFIX_BYTES) -> str:
+    """The key after ``prefix``, decoded strictly from the raw path so invalid UTF-8 is refused, not replaced."""
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
     raw = raw.split(b"?", 1)[0]
-    encoded = raw[len(_PREFIX_BYTES) :] if raw.startswith(_PREFIX_BYTES) else raw
+    encoded = raw[len(prefix) :] if raw.startswith(prefix) else raw
     if not encoded:
         raise InvalidRequest("key is empty; to list keys, GET /v1/kv?prefix=…")
     return parse_key(encoded)

@@ -11,6 +11,10 @@ from kvstore.listing import DEFAULT_LIMIT, MAX_LIMIT, VALUE_BUDGET_BYTES
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _UNAVAILABLE = {"$ref": "#/components/responses/Unavailable"}
 CONSISTENCY = {"type": "string", "enum": ["strong", "eventual"]}
+_CONSOLE_FILE = {
+    "description": "A file of the console",
+    "content": {"text/html": {}, "text/javascript": {}, "text/css": {}},
+}
 
 
 def _from_endpoint_table(documented: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -334,7 +338,10 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                             {
                                 "name": "after",
                                 "in": "query",
-                                "description": "A write's Kv-Read-After token: never answer older than that write",
+                                "description": (
+                                    "A write's Kv-Read-After token, or several (one per shard) comma-separated: "
+                                    "never answer older than the write of the token naming the key's shard"
+                                ),
                                 "schema": {"type": "string"},
                             },
                         ],
@@ -452,6 +459,48 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                         "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
                     }
                 },
+                "/v1/status": {
+                    "get": {
+                        "summary": "The cluster as this front end sees it (the console's cluster page)",
+                        "description": (
+                            "Each shard's reachability, ring share, schema, rows and sweeper backlog (dead rows), its"
+                            " replicas' lag and rotation; the ring and any migration's copy progress; this server's"
+                            " cumulative request counts and latency histograms per op and sweeper counters per shard"
+                            " (rates come from two answers). Always 200 when served: a down shard is reported in it."
+                        ),
+                        "responses": {
+                            "200": {
+                                "description": "The cluster's state",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
+                            },
+                            "400": _PROBLEM,
+                        },
+                    }
+                },
+                "/v1/locate/{key}": {
+                    "parameters": [key_param],
+                    "get": {
+                        "summary": "Which shard owns a key (and where it may still be during a migration)",
+                        "responses": {
+                            "200": {
+                                "description": "The key's placement under the ring this front end routes by",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Location"}}},
+                            },
+                            "400": _PROBLEM,
+                            "404": _PROBLEM,
+                        },
+                    },
+                },
+                "/ui": {"get": {"summary": "The web console (HTML)", "responses": {"200": _CONSOLE_FILE}}},
+                "/ui/{file}": {
+                    "parameters": [
+                        {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
+                    "get": {
+                        "summary": "The web console's files (script, style sheet)",
+                        "responses": {"200": _CONSOLE_FILE, "404": _PROBLEM},
+                    },
+                },
             }
         ),
         "components": {
@@ -470,6 +519,46 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                         },
                     },
                 },
+                "Status": {
+                    "type": "object",
+                    "required": ["ok", "ring", "shards", "migration", "at", "requests", "sweepers"],
+                    "properties": {
+                        "ok": {"type": "boolean", "description": "every shard's primary answered with its statistics"},
+                        "ring": {"type": "object", "description": "epoch, phase, vnodes_per_weight"},
+                        "shards": {
+                            "type": "array",
+                            "description": "name, backend, weight, share, ok, primary, replicas, schema_version, rows"
+                            " (total, live, dead = the sweeper's backlog, with_expiry, methods), error",
+                            "items": {"type": "object"},
+                        },
+                        "migration": {
+                            "type": ["object", "null"],
+                            "description": "migration, phase, changed_at, sources (copy progress per source shard)",
+                        },
+                        "at": {"type": "integer", "description": "when the counters were read, epoch ms"},
+                        "requests": {
+                            "type": "object",
+                            "description": "per op: by_status counts, latency {count, sum, buckets [[le, count]]}",
+                        },
+                        "sweepers": {
+                            "type": "object",
+                            "description": "per shard: deleted_rows, cycles, stale_ratio, active",
+                        },
+                    },
+                },
+                "Location": {
+                    "type": "object",
+                    "required": ["key", "shard", "fallback", "ring"],
+                    "properties": {
+                        "key": {"type": "string"},
+                        "shard": {"type": "string", "description": "the shard that owns the key"},
+                        "fallback": {
+                            "type": ["string", "null"],
+                            "description": "during a migration, the shard a row not copied yet is read from",
+                        },
+                        "ring": {"type": "object", "description": "epoch and phase"},
+                    },
+                },
                 "Problem": {
                     "type": "object",
                     "description": "RFC 9457 problem details",
@@ -480,6 +569,11 @@ def openapi_document(max_value_bytes: int) -> dict[str, Any]:
                         "status": {"type": "integer"},
                         "detail": {"type": "string"},
                         "shard": {"type": "string"},
+                        "write_outcome": {
+                            "type": "string",
+                            "enum": ["unknown"],
+                            "description": "On a 503 to a write that was sent: it may have been applied",
+                        },
                     },
                 },
             },

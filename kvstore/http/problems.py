@@ -14,6 +14,7 @@ from kvstore.errors import (
     SchemaError,
     ShardError,
     ValueTooLarge,
+    WriteOutcomeUnknown,
 )
 from kvstore.http import reply
 from kvstore.http.reply import Reply
@@ -72,6 +73,9 @@ def routing_error(error: HTTPException) -> Response:
 def error_reply(error: KvError, retry_after_s: int) -> Reply:
     status = status_for(error)
     headers = [(b"retry-after", str(retry_after_s).encode())] if status == 503 else []
+    if isinstance(error, WriteOutcomeUnknown):
+        # Machine-readable, so that a client never repeats a write that may have been applied.
+        return reply.problem(status, str(error), headers, shard=error.shard, write_outcome="unknown")
     if isinstance(error, ShardError):
         return reply.problem(status, str(error), headers, shard=error.shard)
     if isinstance(error, CrossShard):

@@ -27,7 +27,7 @@ owners' rows, and returns to the old ring.
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -336,17 +336,28 @@ class SourceStatus:
         return max(self.rows_estimate - self.scanned, 0) / self.rate_per_s
 
 
-async def copy_status(shards: Mapping[str, Shard], record: RingRecord) -> list[SourceStatus]:
+async def table_rows(shard: Shard) -> int | None:
+    """The shard's rows (exact or the engine's estimate), None when it cannot say."""
+    try:
+        return (await shard.primary.table_stats()).rows
+    except KvError:
+        return None
+
+
+async def copy_status(
+    shards: Mapping[str, Shard],
+    record: RingRecord,
+    source_rows: Callable[[Shard], Awaitable[int | None]] = table_rows,
+) -> list[SourceStatus]:
+    """The copier's progress per source shard; ``source_rows`` sizes each source for the ETA (a
+    server passes its recent counts: a count can scan the whole table)."""
     _, previous = _rings(record)
     statuses = []
     for source in previous.names:
         found = await read_cursor(shards[source], record)
         cursor = CopyCursor(started_at=0, updated_at=0) if found is None else found[1]
         elapsed = cursor.updated_at - cursor.started_at
-        try:
-            rows = (await shards[source].primary.table_stats()).rows
-        except KvError:
-            rows = None
+        rows = await source_rows(shards[source])
         statuses.append(
             SourceStatus(
                 shard=source,

@@ -212,6 +212,24 @@ def test_kv_round_trip_through_a_real_server(kv_server: ServerProcess) -> None:
     assert kv("delete", key).returncode == 1
     assert kv("ttl", key).returncode == 1
 
+    assert kv("list", "bin/").stdout == b"bin/blob\n"
+    assert (kv("incr", "n").stdout, kv("incr", "n", "--by", "-3").stdout) == (b"1\n", b"-2\n")
+    not_a_number = kv("incr", "bin/blob")
+    assert not_a_number.returncode == 1 and not_a_number.stderr.decode().startswith("409 ")
+    listed = [json.loads(line) for line in kv("list", "--json", "--reverse").stdout.splitlines()]
+    assert [entry["key"] for entry in listed] == ["n", "bin/blob"]
+
+    stored = kv("mput", "m/1=one", "m/2=two", "--ttl", "60")
+    assert stored.returncode == 0, stored.stderr
+    assert [json.loads(line)["status"] for line in stored.stdout.splitlines()] == [201, 201]
+    fetched = [json.loads(line) for line in kv("mget", "m/1", "m/2", "m/3").stdout.splitlines()]
+    assert [(entry["key"], entry["status"], entry.get("value_b64")) for entry in fetched] == [
+        ("m/1", 200, "b25l"),
+        ("m/2", 200, "dHdv"),
+        ("m/3", 404, None),
+    ]
+    assert kv("mput", "no-separator").returncode == 2
+
 
 def test_kv_errors_name_the_status_and_detail(kv_server: ServerProcess) -> None:
     unauthorized = kvstore("kv", "get", "x", "--url", kv_server.url, env={"KVSTORE_TOKEN": ""})

@@ -151,6 +151,15 @@ def test_abort_returns_to_the_old_ring_with_every_write(tmp_path: Path, request:
             started = kvstore("reshard", "start", "--config", str(config), "--to", str(target))
             assert started.returncode == 0, started.stderr
             wait_for_phase(client, "copying")
+            status = client.get("/v1/status").json()  # the console's view of the migration, before the copier runs
+            assert status["ring"]["phase"] == "copying" and status["migration"]["phase"] == "copying"
+            assert [shard["name"] for shard in status["shards"]] == ["s0", "s1", "s2"]
+            sources = status["migration"]["sources"]
+            assert [(source["shard"], source["scanned"], source["done"]) for source in sources] == [
+                ("s0", 0, False),
+                ("s1", 0, False),
+            ]
+            assert sum(source["rows_estimate"] for source in sources) == len(keys)
 
             old_ring, new_ring = ring(old), ring(new)
             moving = [key for key in keys if old_ring.owner(key) != new_ring.owner(key)]

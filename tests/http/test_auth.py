@@ -48,6 +48,14 @@ async def test_scopes_nest_read_write_admin(secured: httpx.AsyncClient) -> None:
         assert (await secured.get(open_path)).status_code == 200
 
 
+async def test_the_console_is_open_and_its_data_needs_the_read_scope(secured: httpx.AsyncClient) -> None:
+    for page in ("/ui", "/ui/console.js"):
+        assert (await secured.get(page)).status_code == 200, "the page holds no data: it asks for a token itself"
+    for data in ("/v1/status", "/v1/locate/k"):
+        assert (await secured.get(data)).status_code == 401
+        assert (await secured.get(data, headers=bearer(READER))).status_code == 200
+
+
 async def test_a_batch_needs_write_scope_only_when_it_writes(secured: httpx.AsyncClient) -> None:
     reads = {"ops": [{"op": "get", "key": "k"}]}
     assert (await secured.post("/v1/batch", json=reads, headers=bearer(READER))).status_code == 200

@@ -18,10 +18,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from kvstore.client import Client
 from kvstore.cluster import LocalCluster
 from kvstore.cluster.binaries import find_mariadb_binaries, find_postgres_binaries
 from kvstore.cluster.instance import DatabaseInstance
+from kvstore.positions import encode_read_after
 from tests.conftest import require
 from tests.support.server import ServerProcess
 
@@ -164,10 +167,53 @@ def test_read_after_and_strong_are_never_stale_while_plain_reads_may_be(replicat
     eventually(lambda: replica_in_rotation(replicated.strict), timeout_s=DELAY_S + 10, what="back in rotation")
 
 
+def replica_behind_fallbacks(server: ServerProcess) -> float:
+    """GETs the server sent to the primary because the replica had not replayed their token yet."""
+    for family in text_string_to_metric_families(httpx.get(server.url + "/metrics").text):
+        for sample in family.samples:
+            if sample.name == "kvstore_read_fallbacks_total" and sample.labels["reason"] == "replica_behind_read_after":
+                return sample.value
+    return 0.0
+
+
+def test_a_client_session_reads_its_own_writes_from_a_delayed_replica(replicated: Replicated) -> None:
+    """kvstore.client's session sends its token with every read: the server asks the replica, finds
+    it behind, and answers from the primary; a token of another shard beside it changes nothing."""
+    inject, remove = DELAY[replicated.backend]
+    server, key = replicated.lenient, f"k-{uuid.uuid4().hex}"
+    with Client(server.url) as kv:
+        kv.put(key, b"old")
+        eventually(lambda: httpx.get(f"{server.url}/v1/kv/{key}").content == b"old", what="replication")
+        for statement in inject:
+            replicated.replica.sql(statement)
+        try:
+            eventually(lambda: replica_in_rotation(server), what="the replica back in rotation")
+            session = kv.session()
+            session.put(key, b"new")
+            assert kv.get(key).value == b"old", "a read outside the session: the delayed replica"
+            before = replica_behind_fallbacks(server)
+            assert session.get(key).value == b"new"
+            assert replica_behind_fallbacks(server) == before + 1, "the replica was asked first, by the token"
+            tokens = session._operations.tokens
+            assert tokens is not None
+            both = f"{encode_read_after('s9', '0/0')},{tokens.header()}"
+            assert httpx.get(f"{server.url}/v1/kv/{key}", headers={"Kv-Read-After": both}).content == b"new"
+            assert replica_behind_fallbacks(server) == before + 2
+            assert [(item.key, item.value) for item in session.list(key, values=True)] == [(key, b"new")]
+        finally:
+            for statement in remove:
+                replicated.replica.sql(statement)
+
+
 def test_expired_and_deleted_keys_are_404_on_replicas(replicated: Replicated) -> None:
     key, gone = f"k-{uuid.uuid4().hex}", f"k-{uuid.uuid4().hex}"
     with httpx.Client(base_url=replicated.lenient.url) as client:
         eventually(lambda: replica_in_rotation(replicated.lenient), what="rotation")
+        status = client.get("/v1/status").json()  # the console's view: the replica as the probe saw it
+        (s0,) = [shard for shard in status["shards"] if shard["name"] == "s0"]
+        (replica,) = s0["replicas"]
+        assert (replica["node"], replica["reachable"], replica["in_rotation"]) == ("s0/replica1", True, True)
+        assert 0 <= replica["lag_s"] <= 5 and replica["problem"] is None
         token = client.put(f"/v1/kv/{key}?ttl=1", content=b"brief").headers["kv-read-after"]
         assert client.get(f"/v1/kv/{key}", params={"after": token}).content == b"brief"
         client.put(f"/v1/kv/{gone}", content=b"doomed")

@@ -75,6 +75,11 @@ def test_stopped_shard_gives_fast_503_and_recovers(cluster: tuple[list[DatabaseI
         assert ready.status_code == 503
         assert ready.json()["shards"]["s0"] == "up" and ready.json()["shards"]["s1"].startswith("down")
         assert "replicas" not in ready.json(), "as when ready: no replicas, no key"
+        status, elapsed = timed(lambda: client.get("/v1/status"))
+        assert status.status_code == 200 and elapsed < 5, "the console's view reports a down shard, fast"
+        shards = {shard["name"]: shard for shard in status.json()["shards"]}
+        assert status.json()["ok"] is False and shards["s0"]["ok"] and shards["s0"]["rows"]["total"] >= 1
+        assert shards["s1"]["primary"]["reachable"] is False and shards["s1"]["rows"] is None
 
         instances[1].start()
         deadline = time.monotonic() + 15
@@ -97,6 +102,10 @@ def test_frozen_shard_times_out_within_the_deadline(cluster: tuple[list[Database
             for call in (lambda: client.get(f"/v1/kv/{frozen}"), lambda: client.put(f"/v1/kv/{frozen}", content=b"w")):
                 response, elapsed = timed(call)
                 assert_unavailable(response, elapsed, "s0")
+                # Machine-readable for clients: only a write whose statement was sent may have been applied.
+                problem = response.json()
+                sent = "may have been applied" in problem["detail"]
+                assert (problem.get("write_outcome") == "unknown") == sent, problem
             assert client.put(f"/v1/kv/{fine}", content=b"ok").status_code in (200, 201)
         finally:
             freeze(pid, signal.SIGCONT)

@@ -69,10 +69,20 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
+async def app_transport(settings: Settings) -> AsyncIterator[httpx.ASGITransport]:
+    """An httpx transport into a started app built from ``settings``; the app is shut down afterwards."""
+    app = create_app(settings)
+    async with lifespan(app):
+        yield httpx.ASGITransport(app)
+
+
+@contextlib.asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a started app built from ``settings``; the app is shut down afterwards."""
-    app = create_app(settings)
-    async with lifespan(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE_URL) as client:
+    async with (
+        app_transport(settings) as transport,
+        httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client,
+    ):
         yield client
 
 
