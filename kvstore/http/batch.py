@@ -30,7 +30,7 @@ from kvstore.config import ApiToken
 from kvstore.errors import InvalidRequest, KvError, ShardError, ValueTooLarge, WriteOutcomeUnknown
 from kvstore.http import auth, reply
 from kvstore.http.endpoints import WRITE
-from kvstore.http.kv import RequestHeaders, query, read_value
+from kvstore.http.kv import RequestHeaders, query, read_value, wants_strong
 from kvstore.http.problems import status_for
 from kvstore.http.reply import Reply
 from kvstore.keys import check_increment, parse_ttl_ms, validate_key
@@ -58,9 +58,7 @@ class BatchRoute:
 
     async def handle(self, scope: Scope, receive: Receive, headers: RequestHeaders) -> Reply:
         params = query(scope, _PARAMS)
-        consistency = params.get("consistency") or headers.consistency or "eventual"
-        if consistency not in ("strong", "eventual"):
-            raise InvalidRequest("consistency must be 'strong' or 'eventual'")
+        strong = wants_strong(params, headers)
         document = await read_json(receive, headers)
         raw_ops = document.get("ops")
         if set(document) != {"ops"} or not isinstance(raw_ops, list):
@@ -74,9 +72,7 @@ class BatchRoute:
                 return refused
         ops = [op for op in parsed if not isinstance(op, KvError)]
         outcomes = iter(
-            await self.store.batch(
-                ops, strong=consistency == "strong", read_after=params.get("after") or headers.read_after
-            )
+            await self.store.batch(ops, strong=strong, read_after=params.get("after") or headers.read_after)
         )
         results = [
             render_outcome(op, Outcome(error=op) if isinstance(op, KvError) else next(outcomes), raw)

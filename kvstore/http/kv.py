@@ -104,6 +104,14 @@ def query(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
     return params
 
 
+def wants_strong(params: dict[str, str], headers: RequestHeaders) -> bool:
+    """Whether a read asked for the primary: ``?consistency=`` or the ``Consistency`` header."""
+    consistency = params.get("consistency") or headers.consistency or "eventual"
+    if consistency not in ("strong", "eventual"):
+        raise InvalidRequest("consistency must be 'strong' or 'eventual'")
+    return consistency == "strong"
+
+
 def write_preconditions(headers: RequestHeaders, method: str, *, allow_absent: bool) -> Precondition:
     precondition = parse_preconditions(headers.if_match, headers.if_none_match)
     if precondition.require_absent and not allow_absent:
@@ -186,12 +194,10 @@ class KeyRoute:
 
     async def get(self, scope: Scope, key: str, headers: RequestHeaders) -> Reply:
         params = query(scope, _GET_PARAMS)
-        consistency = params.get("consistency") or headers.consistency or "eventual"
-        if consistency not in ("strong", "eventual"):
-            raise InvalidRequest("consistency must be 'strong' or 'eventual'")
+        strong = wants_strong(params, headers)
         if_match = parse_if_match(headers.if_match)
         # RFC 9110 13.1.1: If-Match is judged against the current version, which is the primary's.
-        strong = consistency == "strong" or if_match.is_conditional
+        strong = strong or if_match.is_conditional
         row = await self.store.get(key, strong=strong, read_after=params.get("after") or headers.read_after)
         if not if_match.holds(None if row is None else row.version):
             raise if_match.failure()

@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope
 
 from kvstore.errors import InvalidRequest
 from kvstore.http import reply
-from kvstore.http.kv import RequestHeaders, query
+from kvstore.http.kv import RequestHeaders, query, wants_strong
 from kvstore.http.reply import Reply
 from kvstore.keys import MAX_KEY_CHARS, validate_key
 from kvstore.listing import DEFAULT_LIMIT, MAX_LIMIT, ListQuery, Page
@@ -31,12 +31,10 @@ class ListRoute:
 
     async def handle(self, scope: Scope, receive: Receive, headers: RequestHeaders) -> Reply:
         params = query(scope, _PARAMS)
-        consistency = params.get("consistency") or headers.consistency or "eventual"
-        if consistency not in ("strong", "eventual"):
-            raise InvalidRequest("consistency must be 'strong' or 'eventual'")
+        strong = wants_strong(params, headers)
         list_query = parse_list_query(params)
         page = await self.store.list_keys(
-            list_query, strong=consistency == "strong", read_after=params.get("after") or headers.read_after
+            list_query, strong=strong, read_after=params.get("after") or headers.read_after
         )
         return Reply(200, [], render_page(page, list_query), reply.JSON)
 

@@ -22,7 +22,7 @@ from tests.support.server import ServerProcess
 
 REQUEST_TIMEOUT_S = 2.0
 # Event-loop and HTTP overhead allowed on top of the deadline. The load generator shares this
-# process: alone, the slowest MariaDB request with its primary stopped took 1.0–2.5 s (before this
+# process: alone, the slowest MariaDB request with its primary stopped took 1.0 to 2.5 s (before this
 # bound's last change and after); within a whole `make test` run, once 3.5 s. A hang is many times
 # that (the OS's TCP timeouts), so the bound still tells the two apart.
 SLACK_S = 2.0
