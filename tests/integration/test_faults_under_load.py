@@ -5,6 +5,7 @@ answer is recorded with its latency; afterwards every acknowledged write must re
 """
 
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -21,11 +22,11 @@ from tests.conftest import dedicated_shards
 from tests.support.server import ServerProcess
 
 REQUEST_TIMEOUT_S = 2.0
-# Event-loop and HTTP overhead allowed on top of the deadline. The load generator shares this
-# process: alone, the slowest MariaDB request with its primary stopped took 1.0 to 2.5 s (before this
-# bound's last change and after); within a whole `make test` run, once 3.5 s. A hang is many times
-# that (the OS's TCP timeouts), so the bound still tells the two apart.
-SLACK_S = 2.0
+SLACK_S = 1.0  # event-loop and HTTP overhead allowed on top of the deadline, as the front end times a request
+# What this process sees on top of that: it generates the load, and on a loaded machine (a whole
+# `make test` run) its own scheduling and new loopback connections added up to 2.9 s (a request
+# the front end answered in time). A hang is many times that.
+CLIENT_SLACK_S = 5.0
 KILL_CONNECTIONS = {
     "postgres": "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
     " WHERE application_name = 'kvstore' AND pid <> pg_backend_pid()",
@@ -96,6 +97,13 @@ async def run_load(url: str, seconds: float, fault: Callable[[], Awaitable[None]
     return report
 
 
+def slowest_served_s(server: ServerProcess) -> float:
+    """The slowest request as the front end timed it (its access log): from taking the request to
+    sending the answer, without the client's side of the connection."""
+    lines = server.log_path.read_text(errors="replace").splitlines()
+    return max(json.loads(line)["duration_ms"] for line in lines if '"msg":"request"' in line) / 1000
+
+
 async def assert_all_acknowledged_readable(url: str, report: LoadReport) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         for key, value in report.acknowledged.items():
@@ -107,7 +115,8 @@ async def assert_all_acknowledged_readable(url: str, report: LoadReport) -> None
 def loaded_cluster(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[str, list[DatabaseInstance], ServerProcess]]:
-    with dedicated_shards(request.param, tmp_path, request_timeout_s=REQUEST_TIMEOUT_S, connect_timeout_s=1) as (
+    settings = {"request_timeout_s": REQUEST_TIMEOUT_S, "connect_timeout_s": 1, "access_log": True}
+    with dedicated_shards(request.param, tmp_path, **settings) as (
         instances,
         server,
     ):
@@ -127,9 +136,10 @@ async def test_connections_killed_by_the_database(
                     await asyncio.to_thread(instance.sql, f"KILL CONNECTION {int(thread_id)}")
 
     report = await run_load(server.url, seconds=4.0, fault=kill_connections, fault_at_s=1.5)
-    print(f"{backend}, connections killed: {report.summary()}")
+    print(f"{backend}, connections killed: {report.summary()}, served in {slowest_served_s(server):.3f} s at most")
     assert len(report.acknowledged) > 100
-    assert report.slowest_s <= REQUEST_TIMEOUT_S + SLACK_S
+    assert slowest_served_s(server) <= REQUEST_TIMEOUT_S + SLACK_S
+    assert report.slowest_s <= REQUEST_TIMEOUT_S + CLIENT_SLACK_S
     assert {status for _, status, _, _ in report.statuses} <= {200, 201, 503}
     for op, _, _, detail in report.errors():
         # A write is never retried blindly; a read is retried once and fails only if that retry also
@@ -150,8 +160,10 @@ async def test_stopped_primary_under_load(loaded_cluster: tuple[str, list[Databa
         await asyncio.to_thread(instances[1].start)
 
     report = await run_load(server.url, seconds=5.0, fault=stop_and_restart, fault_at_s=1.0)
-    print(f"{loaded_cluster[0]}, primary stopped for 1 s: {report.summary()}")
-    assert report.slowest_s <= REQUEST_TIMEOUT_S + SLACK_S
+    served = slowest_served_s(server)
+    print(f"{loaded_cluster[0]}, primary stopped for 1 s: {report.summary()}, served in {served:.3f} s at most")
+    assert slowest_served_s(server) <= REQUEST_TIMEOUT_S + SLACK_S
+    assert report.slowest_s <= REQUEST_TIMEOUT_S + CLIENT_SLACK_S
     assert report.errors(), "requests for the stopped shard failed"
     assert all(status == 503 for _, status, _, _ in report.errors()), report.errors()[:5]
     successes_after = [s for s in report.statuses[-50:] if s[1] in (200, 201)]

@@ -148,10 +148,7 @@ def test_read_after_and_strong_are_never_stale_while_plain_reads_may_be(replicat
         for statement in inject:
             replicated.replica.sql(statement)
         try:
-            # Both front ends: restarting replication with the delay takes the replica out briefly, and
-            # the strict one must then take it out for its lag, not for that restart.
-            for server in (replicated.lenient, replicated.strict):
-                eventually(lambda: replica_in_rotation(server), what="the replica back in rotation")  # noqa: B023
+            eventually(lambda: replica_in_rotation(replicated.lenient), what="the replica back in rotation")
             written = client.put(f"/v1/kv/{key}", content=b"new")
             token = written.headers["kv-read-after"]
             plain = client.get(f"/v1/kv/{key}")
@@ -161,7 +158,9 @@ def test_read_after_and_strong_are_never_stale_while_plain_reads_may_be(replicat
             assert client.get(f"/v1/kv/{key}", headers={"Kv-Read-After": token}).content == b"new"
             assert client.get(f"/v1/kv/{key}", params={"consistency": "strong"}).content == b"new"
             assert client.get(f"/v1/kv/{key}", headers={"Consistency": "strong"}).content == b"new"
-            # The strict front end measures the delay and takes the replica out of rotation, and says so
+            # The strict front end measures the delay and takes the replica out of rotation *for its lag*:
+            # out only because replication was restarted (MariaDB, to set the delay), it may rightly let
+            # the replica back in within its lag bound, still serving the old value. It says so
             # in one /readyz answer: read twice, the replica could already be back, having replayed
             # the one delayed write.
             eventually(lambda: degraded_without_replica(replicated.strict, "lag"), timeout_s=DELAY_S + 5, what="out")
