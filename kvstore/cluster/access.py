@@ -13,6 +13,7 @@ primary gid and no supplementary groups (how the server is started); ACLs are no
 """
 
 import os
+import pwd
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,18 @@ class OsUser:
     name: str
     uid: int
     gid: int
+
+
+def server_user_as_root(name: str, missing: str) -> OsUser | None:
+    """Who a server-side program runs as: None (ourselves) unless we are root, then OS user ``name``;
+    ``missing`` is the error's detail when there is no such user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        raise InstanceError(missing) from None
+    return OsUser(name, account.pw_uid, account.pw_gid)
 
 
 def can_traverse(directory: Path, user: OsUser) -> bool:

@@ -11,10 +11,9 @@ suspected after ``evs.suspect_timeout`` and evicted, after which the others comm
 """
 
 import os
-import pwd
 from pathlib import Path
 
-from kvstore.cluster.access import OsUser, grant_traverse
+from kvstore.cluster.access import OsUser, grant_traverse, server_user_as_root
 from kvstore.cluster.binaries import MissingBinaries
 from kvstore.cluster.instance import InstanceError, wait_until
 from kvstore.cluster.mariadb import MariaDBInstance
@@ -68,15 +67,8 @@ class GaleraNode(MariaDBInstance):
     def _os_user(self) -> OsUser | None:
         """As root, the server runs as the ``mysql`` OS user: the rsync daemon of a state transfer
         runs as the server does, and a root one would drop to ``nobody``, who cannot write here."""
-        if os.geteuid() != 0:
-            return None
-        try:
-            account = pwd.getpwnam(_OS_USER)
-        except KeyError:
-            raise InstanceError(
-                f"{self}: no {_OS_USER!r} OS user to run Galera as (it comes with mariadb-server)"
-            ) from None
-        return OsUser(_OS_USER, account.pw_uid, account.pw_gid)
+        missing = f"{self}: no {_OS_USER!r} OS user to run Galera as (it comes with mariadb-server)"
+        return server_user_as_root(_OS_USER, missing)
 
     def _as_user(self) -> list[str]:
         user = self._os_user()

@@ -9,13 +9,12 @@ only checks the directories above (``access.py``).
 """
 
 import os
-import pwd
 import re
 import signal
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kvstore.cluster.access import OsUser, grant_traverse
+from kvstore.cluster.access import OsUser, grant_traverse, server_user_as_root
 from kvstore.cluster.binaries import PostgresBinaries, find_postgres_binaries
 from kvstore.cluster.instance import APP_DATABASE, APP_USER, DatabaseInstance, InstanceError, wait_until
 from kvstore.cluster.lag import ReplicationLag
@@ -86,15 +85,8 @@ class PostgresInstance(DatabaseInstance):
 
     def _os_user(self) -> OsUser | None:
         """Who the server-side programs run as: None for ourselves, the ``postgres`` OS user for root."""
-        if os.geteuid() != 0:
-            return None
-        try:
-            account = pwd.getpwnam(_OS_USER)
-        except KeyError:
-            raise InstanceError(
-                f"{self}: PostgreSQL refuses to run as root and there is no {_OS_USER!r} OS user to run it as"
-            ) from None
-        return OsUser(_OS_USER, account.pw_uid, account.pw_gid)
+        missing = f"{self}: PostgreSQL refuses to run as root and there is no {_OS_USER!r} OS user to run it as"
+        return server_user_as_root(_OS_USER, missing)
 
     def _initialize(self) -> None:
         command = [
