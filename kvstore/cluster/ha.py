@@ -22,6 +22,7 @@ from kvstore.cluster.patroni import PatroniMember, create_app_user, find_patroni
 
 Progress = Callable[[str], None]
 _SYNC_STANDBY_TIMEOUT_S = 60
+_JOIN_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,22 @@ def _start_galera_shard(
     finally:
         node.bootstrapping = False
     began = time.monotonic()
-    in_parallel(start, [member.name for member in others])
+    in_parallel(lambda name: _join_galera(name, start, progress), [member.name for member in others])
     progress(f"{shard}: {1 + len(others)} nodes synced ({time.monotonic() - began:.1f}s)")
+
+
+def _join_galera(name: str, start: Callable[[str], None], progress: Progress) -> None:
+    """Start a joiner, once more if it gives up: on a loaded machine a joiner can miss the primary
+    view within ``pc.wait_prim_timeout`` while its twin's state transfer keeps the donor busy
+    (``wsrep::connect() failed: 7``); the second attempt finds the donor free."""
+    for attempt in range(1, _JOIN_ATTEMPTS + 1):
+        try:
+            start(name)
+            return
+        except InstanceError as exc:
+            if attempt == _JOIN_ATTEMPTS:
+                raise
+            progress(f"{name}: did not join ({str(exc).splitlines()[0]}); trying again")
 
 
 def _start_patroni_shard(
