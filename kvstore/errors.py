@@ -85,6 +85,11 @@ class WriteOutcomeUnknown(ShardError):
     """A write was sent but its outcome is unknown; it was not retried."""
 
 
+class StaleRing(ShardError):
+    """The shard refused a statement routed by a ring epoch that is not its own (nothing was
+    applied): the front end re-reads the ring record and routes again."""
+
+
 def describe(error: BaseException) -> str:
     """``Type: message`` for a driver error, for the detail of the ShardError it becomes."""
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

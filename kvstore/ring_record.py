@@ -38,12 +38,12 @@ from typing import Any
 
 import orjson
 
-from kvstore.backends.base import Node
+from kvstore.backends.base import RING_STATE, Node
 from kvstore.config import Settings
 from kvstore.errors import KvError, ShardError, ShardTimeout, describe
 from kvstore.ring import HashRing, RingNode
 
-RECORD_NAME = "ring"
+RECORD_NAME = RING_STATE
 
 
 class Phase(StrEnum):

@@ -14,10 +14,13 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from kvstore.errors import ShardError, ShardUnavailable, WriteOutcomeUnknown, describe
+from kvstore.errors import ShardError, ShardUnavailable, StaleRing, WriteOutcomeUnknown, describe
 
 E = TypeVar("E", bound=ShardError)
-SCHEMA_VERSION = 2  # 2: the kvstore_state table (ring record, copier cursors)
+# 2: the kvstore_state table (ring record, copier cursors); 3: the kvstore_fence function (a
+# shard that fences cannot be served by a front end that does not route by epoch)
+SCHEMA_VERSION = 3
+RING_STATE = "ring"  # the kvstore_state entry of the ring record, whose epoch fences key statements
 PERSISTENT_TTL = 2**63 - 1  # max BIGINT: "never expires", so `ttl > now` selects every live row
 SOFT_DELETED_TTL = -1
 # A counter's value: a signed 64-bit decimal integer, as Redis INCR takes it (no sign on zero, no
@@ -81,10 +84,17 @@ class Node(ABC):
         self.shard = shard
         self.role = role
         self.label = f"{shard}/{role}"  # how logs, metrics and errors name the node, e.g. ``s0/primary``
+        # The ring epoch this node's key statements are fenced with (the router sets it; None: not
+        # fenced, as for admin tools, which route by no ring).
+        self.routed_epoch: int | None = None
 
     def failure(self, kind: type[E], detail: str) -> E:
         """A shard error of ``kind`` that names this node's shard and role."""
         return kind(self.shard, f"{self.role}: {detail}")
+
+    def stale_ring(self) -> StaleRing:
+        """The shard refused a statement fenced with ``routed_epoch``: its ring epoch is another."""
+        return self.failure(StaleRing, f"refused ring epoch {self.routed_epoch}: the shard's ring record is newer")
 
     def connection_lost(self, error: BaseException, write: bool) -> ShardError:
         """The error for a connection that broke mid-operation: a write's outcome is then unknown."""

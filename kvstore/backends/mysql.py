@@ -70,6 +70,15 @@ DIALECT = Dialect(
         " value VARCHAR(255) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         "CREATE TABLE IF NOT EXISTS kvstore_state (name VARCHAR(64) NOT NULL PRIMARY KEY,"
         " epoch BIGINT NOT NULL, value MEDIUMTEXT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        # The fence (sql.py). DETERMINISTIC with a literal argument: evaluated once, as a constant,
+        # so keys are still looked up by index. The shared lock on the ring entry is held until the
+        # statement commits: a new epoch (an exclusive lock) waits for fenced statements in flight,
+        # and ones that start after it read the new epoch.
+        "CREATE OR REPLACE FUNCTION kvstore_fence(routed BIGINT) RETURNS BIGINT DETERMINISTIC READS SQL DATA"
+        " BEGIN DECLARE current BIGINT DEFAULT 0; IF routed IS NULL THEN RETURN 0; END IF;"
+        " SELECT epoch INTO current FROM kvstore_state WHERE name = 'ring' LOCK IN SHARE MODE;"
+        " IF current <> routed THEN SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 4409,"
+        " MESSAGE_TEXT = 'stale ring epoch'; END IF; RETURN 0; END",
     ),
     indexes=(),  # MySQL has no partial indexes and no CREATE INDEX IF NOT EXISTS: it is in the table
     claim_schema_version="INSERT INTO kvstore_meta (name, value) VALUES ('schema_version', %s)"
@@ -81,11 +90,11 @@ WRITES = WriteTemplates(
     replace=(
         "UPDATE store SET value = ?, ttl = (@kv_ttl := CAST({expiry} AS SIGNED)),"
         " version = (@kv_version := {next_version}), sweep_slot = {slot}"
-        " WHERE {key} = ? AND ttl > {now_ms}{check}" + _REPORT
+        " WHERE {key} = ? AND ttl > {now_ms}{check}{fence}" + _REPORT
     ),
     create=(
         "INSERT INTO store ({key}, value, ttl, version, sweep_slot)"
-        " VALUES (?, ?, (@kv_ttl := CAST({expiry} AS SIGNED)), (@kv_version := {now_us}), ?)"
+        " VALUES (?, ?, (@kv_ttl := CAST({expiry} AS SIGNED)), (@kv_version := {now_us} + {fence_term}), ?)"
         f" ON DUPLICATE KEY UPDATE value = IF({_DEAD}, VALUES(value), value),"
         f" version = IF({_DEAD}, (@kv_version := {{greatest}}(version + 1, VALUES(version))), version),"
         f" sweep_slot = IF({_DEAD}, VALUES(sweep_slot), sweep_slot),"
@@ -95,7 +104,7 @@ WRITES = WriteTemplates(
     # multiplied by 0) before ttl, assigned last, changes. ROW_COUNT() is 1 for an insert.
     upsert=(
         "INSERT INTO store ({key}, value, ttl, version, sweep_slot)"
-        " VALUES (?, ?, (@kv_ttl := CAST({expiry} AS SIGNED)), (@kv_version := {now_us}), ?)"
+        " VALUES (?, ?, (@kv_ttl := CAST({expiry} AS SIGNED)), (@kv_version := {now_us} + {fence_term}), ?)"
         " ON DUPLICATE KEY UPDATE value = VALUES(value),"
         " version = (@kv_version := {greatest}(version + 1, VALUES(version))) + 0 * (@kv_live := ttl > {now_ms}),"
         " sweep_slot = IF(VALUES(sweep_slot) IS NULL, NULL, COALESCE(sweep_slot, VALUES(sweep_slot))),"
@@ -103,7 +112,7 @@ WRITES = WriteTemplates(
     ),
     touch=(
         "UPDATE store SET ttl = (@kv_ttl := CAST({expiry} AS SIGNED)), version = (@kv_version := {next_version}),"
-        " sweep_slot = {slot} WHERE {key} = ? AND ttl > {now_ms}{check}" + _REPORT
+        " sweep_slot = {slot} WHERE {key} = ? AND ttl > {now_ms}{check}{fence}" + _REPORT
     ),
 )
 STATEMENTS = Statements.build(DIALECT, WRITES)
@@ -117,7 +126,7 @@ _VALID_SUM = (
 INCR = DIALECT.render(
     "INSERT INTO store ({key}, value, ttl, version, sweep_slot)"
     f" VALUES (?, (@kv_value := ?), (@kv_ttl := {PERSISTENT_TTL}),"
-    " (@kv_version := {now_us}) + 0 * (@kv_ok := 1), NULL)"
+    " (@kv_version := {now_us} + {fence_term}) + 0 * (@kv_ok := 1), NULL)"
     " ON DUPLICATE KEY UPDATE version = IF((@kv_ok := NOT (@kv_live := ttl > {now_ms}) OR {valid_sum}),"
     " (@kv_version := {greatest}(version + 1, VALUES(version))), version),"
     " value = IF(@kv_ok, (@kv_value := IF(@kv_live, CAST(CAST(value AS DECIMAL(20, 0)) + ? AS CHAR), VALUES(value))),"
@@ -131,7 +140,7 @@ INCR = DIALECT.render(
 # clause (a fresh insert) unless the conflict branch records the replaced row's liveness. MariaDB
 # fills, writes and returns one row after another, so in a multi-row batch each row's RETURNING
 # sees the ``@kv_live`` of its own row.
-_UPSERT_ROW = "(?, ?, CAST({expiry} AS SIGNED), {now_us} + 0 * (@kv_live := 0), ?)"
+_UPSERT_ROW = "(?, ?, CAST({expiry} AS SIGNED), {now_us} + {fence_term} + 0 * (@kv_live := 0), ?)"
 _UPSERT_RETURNING = (
     " ON DUPLICATE KEY UPDATE value = VALUES(value),"
     " version = {greatest}(version + 1, VALUES(version)) + 0 * (@kv_live := ttl > {now_ms}),"
@@ -160,6 +169,7 @@ _GALERA_STATE = (
     " WHERE variable_name = 'WSREP_LOCAL_STATE_COMMENT')"
 )
 _TIMEOUT_ERRNOS = frozenset({1205, 3024, 1969})  # lock wait timeout, query execution interrupted
+_STALE_RING_ERRNO = 4409  # raised by kvstore_fence
 
 
 def has_insert_returning(server_version: str) -> bool:
@@ -238,20 +248,20 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
 
     async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         async with self._cursor(write=False) as cursor:
-            await cursor.execute(sql, params)
+            await cursor.execute(self._fenced(sql), params)
             row: tuple[Any, ...] | None = await cursor.fetchone()
         return row
 
     async def _write_returning(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         async with self._cursor(write=True) as cursor:
-            await cursor.execute(sql, params)
+            await cursor.execute(self._fenced(sql), params)
             await cursor.nextset()
             changed, ttl, version = await cursor.fetchone()
         return None if changed == 0 else (ttl, version)
 
     async def incr(self, key: str, by: int) -> Row | None:
         async with self._cursor(write=True) as cursor:
-            await cursor.execute(INCR, (key, str(by).encode(), by, by))
+            await cursor.execute(self._fenced(INCR), (key, str(by).encode(), by, by))
             await cursor.nextset()
             ok, value, ttl, version = await cursor.fetchone()
         if not ok:
@@ -260,7 +270,7 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
 
     async def _upsert(self, sql: str, params: Params) -> tuple[int, int, bool]:
         async with self._cursor(write=True) as cursor:
-            await cursor.execute(sql, params)
+            await cursor.execute(self._fenced(sql), params)
             if self._upsert_returns:
                 _, ttl, version, replaced_live = await cursor.fetchone()
                 return int(ttl), int(version), not int(replaced_live)
@@ -272,7 +282,7 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
         if not self._upsert_returns:
             return await super().put_many(writes)
         async with self._cursor(write=True) as cursor:
-            await cursor.execute(mariadb_upsert_many(len(writes)), put_params(writes))
+            await cursor.execute(self._fenced(mariadb_upsert_many(len(writes))), put_params(writes))
             rows = await cursor.fetchall()
         results = {
             key.decode(): (Row.from_columns(int(ttl), int(version)), not int(replaced_live))
@@ -282,12 +292,12 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
 
     async def _write(self, sql: str, params: Params, *, background: bool = False) -> int:
         async with self._cursor(write=True, background=background) as cursor:
-            await cursor.execute(sql, params)
+            await cursor.execute(self._fenced(sql), params)
             return int(cursor.rowcount)
 
     async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
         async with self._cursor(write=False, background=background) as cursor:
-            await cursor.execute(sql, params)
+            await cursor.execute(self._fenced(sql), params)
             rows = await cursor.fetchall()
         # Keys (always the first column) are VARBINARY: they come back as bytes; values stay bytes.
         return [(row[0].decode(), *row[1:]) if isinstance(row[0], bytes) else tuple(row) for row in rows]
@@ -368,7 +378,7 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
 
     async def _fetch_value(self, connection: aiomysql.Connection, sql: str, params: Params) -> Any:
         async with connection.cursor() as cursor:
-            await cursor.execute(sql, params)
+            await cursor.execute(self._fenced(sql), params)
             (value,) = await cursor.fetchone()
         return value
 
@@ -376,6 +386,8 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
         # Any failure closes the connection (the core's default): one interrupted mid-protocol may
         # still have unread results on the wire.
         errno = error.args[0] if isinstance(error, pymysql.MySQLError) and error.args else None
+        if errno == _STALE_RING_ERRNO:
+            return self.stale_ring()
         if errno in _TIMEOUT_ERRNOS:
             return self.failure(ShardTimeout, f"statement timed out on the server ({describe(error)})")
         if isinstance(error, OSError | pymysql.err.InterfaceError) or errno in _UNAVAILABLE_ERRNOS:

@@ -58,7 +58,18 @@ DIALECT = Dialect(
         "CREATE TABLE IF NOT EXISTS kvstore_meta (name VARCHAR(64) PRIMARY KEY, value VARCHAR(255) NOT NULL)",
         "CREATE TABLE IF NOT EXISTS kvstore_state (name VARCHAR(64) PRIMARY KEY, epoch BIGINT NOT NULL,"
         " value TEXT NOT NULL)",
+        # The fence (sql.py). STABLE with a literal argument: the planner makes it a one-time
+        # filter, run before any row is read, on the statement's own snapshot.
+        "CREATE OR REPLACE FUNCTION kvstore_fence(routed bigint) RETURNS bigint LANGUAGE plpgsql STABLE AS $$"
+        " DECLARE current bigint; BEGIN IF routed IS NULL THEN RETURN 0; END IF;"
+        " SELECT epoch INTO current FROM kvstore_state WHERE name = 'ring';"
+        " IF COALESCE(current, 0) <> routed THEN RAISE EXCEPTION USING ERRCODE = 'KV409',"
+        " MESSAGE = format('ring epoch %s is not this shard''s (%s)', routed, COALESCE(current, 0)); END IF;"
+        " RETURN 0; END $$",
     ),
+    # A fenced write takes ROW EXCLUSIVE on ``store`` before its snapshot, which conflicts with SHARE:
+    # a new ring epoch waits for writes that read the old one, and later writes read the new one.
+    ring_barrier="LOCK TABLE store IN SHARE MODE",
     # Partial: persistent rows (no slot) cost the index nothing.
     indexes=("CREATE INDEX IF NOT EXISTS store_sweep_slot ON store (sweep_slot) WHERE sweep_slot IS NOT NULL",),
     claim_schema_version="INSERT INTO kvstore_meta (name, value) VALUES ('schema_version', $1)"
@@ -75,7 +86,7 @@ _REPLACE_RECORDING_LIVENESS = (
     " sweep_slot = CASE WHEN excluded.sweep_slot IS NULL THEN NULL ELSE COALESCE(s.sweep_slot, excluded.sweep_slot) END"
 )
 UPSERT = (
-    "INSERT INTO store AS s (key, value, ttl, version, sweep_slot) VALUES (?, ?, {expiry}, {now_us}, ?)"
+    "INSERT INTO store AS s (key, value, ttl, version, sweep_slot) VALUES (?, ?, {expiry}, {now_us} + {fence_term}, ?)"
     + _REPLACE_RECORDING_LIVENESS
     + " RETURNING ttl, version, xmax = 0, current_setting('kvstore.replaced_live', true)"
 )
@@ -83,7 +94,7 @@ UPSERT = (
 # inserting or updating it, so the setting read there is the one this row's conflict branch wrote.
 UPSERT_MANY = DIALECT.render(
     "INSERT INTO store AS s (key, value, ttl, version, sweep_slot)"
-    f" SELECT u.key, u.value, COALESCE({{now_ms}} + u.ttl_ms, {PERSISTENT_TTL}), {{now_us}}, u.slot"
+    f" SELECT u.key, u.value, COALESCE({{now_ms}} + u.ttl_ms, {PERSISTENT_TTL}), {{now_us}} + {{fence_term}}, u.slot"
     " FROM unnest(?::varchar[], ?::bytea[], ?::bigint[], ?::bigint[]) AS u(key, value, ttl_ms, slot)"
     + _REPLACE_RECORDING_LIVENESS
     + " RETURNING key, ttl, version, xmax = 0, current_setting('kvstore.replaced_live', true)"
@@ -97,6 +108,7 @@ _SWEEPER_LOCK_KEY = 0x6B767377656570
 # 25006 read-only transaction: a write reached a server that is (now) a standby, as after a
 # failover; the session is dropped, so the pool's next connection finds the writable host.
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "25006")
+_STALE_RING_SQLSTATE = "KV409"  # raised by kvstore_fence
 
 
 class PostgresNode(ServerNode[asyncpg.Connection]):
@@ -123,28 +135,28 @@ class PostgresNode(ServerNode[asyncpg.Connection]):
 
     async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         async with self._connection(write=False) as connection:
-            row = await connection.fetchrow(sql, *params)
+            row = await connection.fetchrow(self._fenced(sql), *params)
         return None if row is None else tuple(row)
 
     async def _write_returning(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         async with self._connection(write=True) as connection:
-            row = await connection.fetchrow(sql, *params)
+            row = await connection.fetchrow(self._fenced(sql), *params)
         return None if row is None else tuple(row)
 
     async def _write(self, sql: str, params: Params, *, background: bool = False) -> int:
         async with self._connection(write=True, background=background) as connection:
-            status = await connection.execute(sql, *params)
+            status = await connection.execute(self._fenced(sql), *params)
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
     async def _upsert(self, sql: str, params: Params) -> tuple[int, int, bool]:
         async with self._connection(write=True) as connection:
-            ttl, version, inserted, replaced_live = await connection.fetchrow(sql, *params)
+            ttl, version, inserted, replaced_live = await connection.fetchrow(self._fenced(sql), *params)
         return ttl, version, inserted or replaced_live != "true"
 
     async def _write_rows(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
         async with self._connection(write=True) as connection:
-            return [tuple(row) for row in await connection.fetch(sql, *params)]
+            return [tuple(row) for row in await connection.fetch(self._fenced(sql), *params)]
 
     async def put_many(self, writes: Sequence[Put]) -> list[tuple[Row, bool]]:
         columns = (
@@ -154,7 +166,7 @@ class PostgresNode(ServerNode[asyncpg.Connection]):
             [sweep_slot(write.ttl_ms) for write in writes],
         )
         async with self._connection(write=True) as connection:
-            rows = await connection.fetch(UPSERT_MANY, *columns)
+            rows = await connection.fetch(self._fenced(UPSERT_MANY), *columns)
         results = {
             key: (Row.from_columns(ttl, version), inserted or replaced_live != "true")
             for key, ttl, version, inserted, replaced_live in rows
@@ -163,7 +175,7 @@ class PostgresNode(ServerNode[asyncpg.Connection]):
 
     async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
         async with self._connection(write=False, background=background) as connection:
-            return [tuple(row) for row in await connection.fetch(sql, *params)]
+            return [tuple(row) for row in await connection.fetch(self._fenced(sql), *params)]
 
     # -- the driver's primitives for the connection core (server.py) ---------------
 
@@ -198,6 +210,8 @@ class PostgresNode(ServerNode[asyncpg.Connection]):
     def _map_error(self, error: BaseException, write: bool) -> BaseException:
         if isinstance(error, asyncpg.QueryCanceledError):
             return self.failure(ShardTimeout, "statement timed out on the server")
+        if isinstance(error, asyncpg.PostgresError) and error.sqlstate == _STALE_RING_SQLSTATE:
+            return self.stale_ring()
         if isinstance(error, asyncpg.PostgresError):
             return self.connection_lost(error, write) if _is_unavailable(error) else error
         if isinstance(error, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):

@@ -6,6 +6,14 @@ MySQL, which has no ``RETURNING``) the write statements. A driver module supplie
 and three primitives (:meth:`SqlNode._fetch_one`, :meth:`SqlNode._write_returning`,
 :meth:`SqlNode._write`); everything else lives here once.
 
+Every statement on a key is *fenced*: it also checks, in the same statement, that the shard's
+ring epoch (``kvstore_state``, entry ``ring``) is the one the node routes by
+(:attr:`Node.routed_epoch`), through the engine's ``kvstore_fence(epoch)``, which raises when it
+is not (:class:`StaleRing`; nothing is applied). Each engine evaluates it once per statement, even
+when no row matches: a gating filter in PostgreSQL, a constant in MariaDB. The epoch is written
+into the statement as a literal when it runs (``NULL``: an admin tool's node, which routes by no
+ring, is never refused), so a statement is prepared once per epoch.
+
 Versions (the ETag) follow one rule on every write: ``version = GREATEST(version + 1, now_us)``,
 and a new row starts at ``now_us``. Within a row this is strictly increasing; across a hard
 delete and re-create it still never repeats, because a row's last version is at most the
@@ -24,6 +32,7 @@ from typing import Any
 
 from kvstore.backends.base import (
     PERSISTENT_TTL,
+    RING_STATE,
     SCHEMA_VERSION,
     SOFT_DELETED_TTL,
     ListedRow,
@@ -43,6 +52,10 @@ _PUT_ATTEMPTS = 16
 # until it is first analyzed and InnoDB's is a rough sample. Bounded, so a wrong estimate never
 # turns into a full scan of a big table.
 EXACT_COUNT_LIMIT = 100_000
+
+
+# Where a statement's routed epoch goes; ``SqlNode._fenced`` writes the epoch there when it runs.
+ROUTED_EPOCH = "/*routed epoch*/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +99,11 @@ class Dialect:
     # The stored value ``s.value`` plus the ``?`` increment, as the new value's bytes, or NULL when
     # it is not an integer (``INTEGER_PATTERN``) or the sum leaves the signed 64-bit range.
     incremented: str = "NULL"
+    # The fence (see the module docstring): 0, or an error when the shard's ring epoch is not ``{epoch}``.
+    fence: str = "kvstore_fence({epoch})"
+    # Run, in one transaction, before a new ring epoch is written: waits for the fenced writes in
+    # flight, which read the old epoch, and holds back new ones until the epoch is written.
+    ring_barrier: str | None = None
     begin: str = "BEGIN"  # starts a transaction (``Node.transaction``)
     for_update: str = " FOR UPDATE"  # locks the rows a read returns, inside a transaction
 
@@ -96,8 +114,11 @@ class Dialect:
 
     def render(self, template: str, **fragments: str) -> str:
         """Fill a template's fragments and rewrite its ``?`` placeholders for this driver."""
+        fence = self.fence.format(epoch=ROUTED_EPOCH)
         sql = template.format(
             key=self.key_column,
+            fence=f" AND {fence} = 0",  # a WHERE term
+            fence_term=fence,  # a term that adds 0 to a value, where a statement has no WHERE
             now_ms=self.now_ms,
             now_us=self.now_us,
             expiry=f"COALESCE({self.now_ms} + ?, {PERSISTENT_TTL})",
@@ -118,21 +139,21 @@ class Dialect:
         return Statements.build(self, STANDARD_WRITES)
 
 
-GET = "SELECT value, ttl, version FROM store WHERE {key} = ? AND ttl > {now_ms}"
-GET_MANY = "SELECT {key}, value, ttl, version FROM store WHERE {key} {keys} AND ttl > {now_ms}"
+GET = "SELECT value, ttl, version FROM store WHERE {key} = ? AND ttl > {now_ms}{fence}"
+GET_MANY = "SELECT {key}, value, ttl, version FROM store WHERE {key} {keys} AND ttl > {now_ms}{fence}"
 SOFT_DELETE = (
     "UPDATE store SET ttl = -1, version = {next_version}, sweep_slot = COALESCE(sweep_slot, ?)"
-    " WHERE {key} = ? AND ttl > {now_ms}{check}"
+    " WHERE {key} = ? AND ttl > {now_ms}{check}{fence}"
 )
 DELETE_MANY = (
     "UPDATE store SET ttl = -1, version = {next_version}, sweep_slot = COALESCE(sweep_slot, {random_slot})"
-    " WHERE {key} {keys} AND ttl > {now_ms} RETURNING {key}"
+    " WHERE {key} {keys} AND ttl > {now_ms}{fence} RETURNING {key}"
 )
 # A counter in one statement: a fresh row when there is no live one, else the sum; a live value
 # that is no integer matches no row of the conflict branch (RETURNING nothing). SET expressions
 # read the row as it was, so ``s.ttl`` is the old expiry throughout.
 INCR = (
-    "INSERT INTO store AS s ({key}, value, ttl, version, sweep_slot) VALUES (?, ?, {persistent}, {now_us}, NULL)"
+    "INSERT INTO store AS s ({key}, value, ttl, version, sweep_slot) VALUES (?, ?, {persistent}, {now_us} + {fence_term}, NULL)"
     " ON CONFLICT ({key}) DO UPDATE SET value = CASE WHEN s.ttl > {now_ms} THEN {incremented} ELSE excluded.value END,"
     " ttl = CASE WHEN s.ttl > {now_ms} THEN s.ttl ELSE excluded.ttl END,"
     " version = {greatest}(s.version + 1, excluded.version),"
@@ -142,18 +163,18 @@ INCR = (
 )
 PROBE_COLUMNS = "SELECT {key}, value, ttl, version, sweep_slot FROM store WHERE 1 = 0"
 SAMPLE = "SELECT {key}, ttl <= {now_ms} FROM store WHERE sweep_slot >= ? ORDER BY sweep_slot LIMIT ?"
-PURGE = "DELETE FROM store WHERE {key} {keys} AND ttl <= {now_ms}"
+PURGE = "DELETE FROM store WHERE {key} {keys} AND ttl <= {now_ms}{fence}"
 SCAN_KEYS = "SELECT {key} FROM store WHERE {key} > ? ORDER BY {key} LIMIT ?"
 LIST_RANGE = (
     "SELECT {key}, LENGTH(value), ttl, version, ttl > {now_ms} FROM store"
-    " WHERE {key} >= ?{stop} ORDER BY {key}{direction} LIMIT ?"
+    " WHERE {key} >= ?{stop}{fence} ORDER BY {key}{direction} LIMIT ?"
 )
 READ_SCHEMA_VERSION = "SELECT value FROM kvstore_meta WHERE name = 'schema_version'"
 UPGRADE_SCHEMA_VERSION = "UPDATE kvstore_meta SET value = ? WHERE name = 'schema_version' AND value = ?"
-FETCH_ROWS = "SELECT {key}, value, ttl, version, ttl > {now_ms} FROM store WHERE {key} {keys}"
+FETCH_ROWS = "SELECT {key}, value, ttl, version, ttl > {now_ms} FROM store WHERE {key} {keys}{fence}"
 SCAN_ROWS = "SELECT {key}, value, ttl, version, 1 FROM store WHERE {key} > ? AND ttl > {now_ms} ORDER BY {key} LIMIT ?"
 IMPORT_ROWS = "INSERT INTO store ({key}, value, ttl, version, sweep_slot) VALUES {rows} {conflict}"
-REMOVE = "DELETE FROM store WHERE {key} {keys}"
+REMOVE = "DELETE FROM store WHERE {key} {keys}{fence}"
 READ_STATE = "SELECT epoch, value FROM kvstore_state WHERE name = ?"
 CREATE_STATE = "INSERT INTO kvstore_state (name, epoch, value) VALUES (?, ?, ?) {conflict}"
 UPDATE_STATE = "UPDATE kvstore_state SET epoch = ?, value = ? WHERE name = ? AND epoch = ?"
@@ -178,17 +199,17 @@ class WriteTemplates:
 STANDARD_WRITES = WriteTemplates(
     replace=(
         "UPDATE store SET value = ?, ttl = {expiry}, version = {next_version}, sweep_slot = {slot}"
-        " WHERE {key} = ? AND ttl > {now_ms}{check} RETURNING ttl, version"
+        " WHERE {key} = ? AND ttl > {now_ms}{check}{fence} RETURNING ttl, version"
     ),
     create=(
-        "INSERT INTO store ({key}, value, ttl, version, sweep_slot) VALUES (?, ?, {expiry}, {now_us}, ?)"
+        "INSERT INTO store ({key}, value, ttl, version, sweep_slot) VALUES (?, ?, {expiry}, {now_us} + {fence_term}, ?)"
         " ON CONFLICT ({key}) DO UPDATE SET value = excluded.value, ttl = excluded.ttl,"
         " version = {greatest}(store.version + 1, excluded.version), sweep_slot = excluded.sweep_slot"
         " WHERE store.ttl <= {now_ms} RETURNING ttl, version"
     ),
     touch=(
         "UPDATE store SET ttl = {expiry}, version = {next_version}, sweep_slot = {slot}"
-        " WHERE {key} = ? AND ttl > {now_ms}{check} RETURNING ttl, version"
+        " WHERE {key} = ? AND ttl > {now_ms}{check}{fence} RETURNING ttl, version"
     ),
 )
 
@@ -293,6 +314,12 @@ class SqlNode(Node):
     @abstractmethod
     async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
         """Run a read and return every row, keys decoded to ``str``."""
+
+    def _fenced(self, sql: str) -> str:
+        """``sql`` with :attr:`routed_epoch` written into its fence (statements without one as they are)."""
+        if ROUTED_EPOCH not in sql:
+            return sql
+        return sql.replace(ROUTED_EPOCH, "NULL" if self.routed_epoch is None else str(self.routed_epoch))
 
     async def get(self, key: str) -> Row | None:
         row = await self._fetch_one(self.statements.get, (key,))
@@ -438,7 +465,13 @@ class SqlNode(Node):
             # A moving epoch also makes every successful update change the row: MySQL counts
             # changed rows, not matched ones, so a no-op update would read as a lost race.
             raise ValueError(f"a state entry's epoch only moves forward ({expected_epoch} -> {epoch})")
-        return await self._write(self.statements.update_state, (epoch, value, name, expected_epoch)) > 0
+        update = (epoch, value, name, expected_epoch)
+        if name != RING_STATE or self.dialect.ring_barrier is None:
+            return await self._write(self.statements.update_state, update) > 0
+        async with self.transaction() as node:
+            assert isinstance(node, SqlNode)
+            await node._write(self.dialect.ring_barrier, ())
+            return await node._write(self.statements.update_state, update) > 0
 
     async def table_stats(self) -> TableStats:
         try:
@@ -553,7 +586,7 @@ def put_params(writes: Sequence[Put]) -> list[Any]:
 @functools.lru_cache(maxsize=128)
 def _import_statement(dialect: Dialect, count: int, overwrite: bool) -> str:
     conflict = dialect.replace_on_conflict if overwrite else dialect.keep_on_conflict
-    rows = values_rows(count, "(?, ?, ?, ?, ?)")
+    rows = values_rows(count, f"(?, ?, ?, ? + {dialect.fence.format(epoch=ROUTED_EPOCH)}, ?)")
     return dialect.render(IMPORT_ROWS, rows=rows, conflict=conflict.format(column=dialect.key_column))
 
 

@@ -40,6 +40,10 @@ DIALECT = Dialect(
     # every connection registers.
     now_us="kv_now_us()",
     greatest="max",
+    # The fence (sql.py), a function each connection registers, given the shard's epoch. SQLite
+    # evaluates it with the rows: a statement that matches no row (a read or an update of a missing
+    # key) is not refused. Inserts always are, and a SQLite file is one process's shard but in tests.
+    fence="kvstore_fence({epoch}, (SELECT epoch FROM kvstore_state WHERE name = 'ring'))",
     begin="BEGIN IMMEDIATE",  # the write lock first: no other process writes until COMMIT
     for_update="",  # the transaction holds the database's write lock
     incremented="kv_incremented(s.value, ?)",
@@ -61,8 +65,8 @@ DIALECT = Dialect(
     " ON CONFLICT (name) DO NOTHING",
 )
 STATEMENTS = DIALECT.statements()
-_LIVE_KEYS = "SELECT key FROM store WHERE key {keys} AND ttl > {now_ms}"
-_UPSERT_ROW = "(?, ?, {expiry}, {now_us}, ?)"
+_LIVE_KEYS = "SELECT key FROM store WHERE key {keys} AND ttl > {now_ms}{fence}"
+_UPSERT_ROW = "(?, ?, {expiry}, {now_us} + {fence_term}, ?)"
 _UPSERT_RETURNING = (
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value, ttl = excluded.ttl,"
     " version = max(store.version + 1, excluded.version),"
@@ -86,6 +90,14 @@ def _now_us() -> int:
 
 
 _INTEGER = re.compile(INTEGER_PATTERN.encode())
+_FENCE_REFUSED = "user-defined function raised exception"  # what sqlite3 makes of the fence's error
+
+
+def _fence(routed: int | None, current: int | None) -> int:
+    """``kvstore_fence`` for SQLite: 0, or an error when the shard's epoch is not ``routed``."""
+    if routed is not None and routed != (current or 0):
+        raise ValueError(f"ring epoch {routed} is not this shard's ({current or 0})")
+    return 0
 
 
 def _incremented(value: bytes, by: int) -> bytes | None:
@@ -123,6 +135,7 @@ class SQLiteNode(SqlNode):
             connection = await aiosqlite.connect(self._path, isolation_level=None)
             await connection.create_function("kv_now_us", 0, _now_us, deterministic=False)
             await connection.create_function("kv_incremented", 2, _incremented, deterministic=True)
+            await connection.create_function("kvstore_fence", 2, _fence, deterministic=False)
             await connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             await connection.execute("PRAGMA journal_mode = WAL")
             await connection.execute("PRAGMA synchronous = FULL")
@@ -142,28 +155,28 @@ class SQLiteNode(SqlNode):
 
     async def _fetch_one(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         async with self._use(self._reader) as connection:
-            rows = list(await connection.execute_fetchall(sql, params))
+            rows = list(await connection.execute_fetchall(self._fenced(sql), params))
         return tuple(rows[0]) if rows else None
 
     async def _write_returning(self, sql: str, params: Params) -> tuple[Any, ...] | None:
         async with self._writing() as connection:
-            rows = list(await connection.execute_fetchall(sql, params))
+            rows = list(await connection.execute_fetchall(self._fenced(sql), params))
         return tuple(rows[0]) if rows else None
 
     async def _write(self, sql: str, params: Params, *, background: bool = False) -> int:
         if background:
-            async with self._use(self._background) as connection, connection.execute(sql, params) as cursor:
+            async with self._use(self._background) as connection, connection.execute(self._fenced(sql), params) as cursor:
                 return cursor.rowcount
-        async with self._writing() as connection, connection.execute(sql, params) as cursor:
+        async with self._writing() as connection, connection.execute(self._fenced(sql), params) as cursor:
             return cursor.rowcount
 
     async def _write_rows(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
         async with self._writing() as connection:
-            return [tuple(row) for row in await connection.execute_fetchall(sql, params)]
+            return [tuple(row) for row in await connection.execute_fetchall(self._fenced(sql), params)]
 
     async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
         async with self._use(self._background if background else self._reader) as connection:
-            return [tuple(row) for row in await connection.execute_fetchall(sql, params)]
+            return [tuple(row) for row in await connection.execute_fetchall(self._fenced(sql), params)]
 
     async def put_many(self, writes: Sequence[Put]) -> list[tuple[Row, bool]]:
         """One transaction: which keys are live, then the multi-row upsert. ``BEGIN IMMEDIATE`` takes
@@ -172,8 +185,8 @@ class SQLiteNode(SqlNode):
         async with self._writing() as connection:
             await connection.execute("BEGIN IMMEDIATE")
             try:
-                live = await connection.execute_fetchall(keyed_statement(DIALECT, _LIVE_KEYS, len(keys)), keys)
-                rows = await connection.execute_fetchall(_upsert_many(len(writes)), put_params(writes))
+                live = await connection.execute_fetchall(self._fenced(keyed_statement(DIALECT, _LIVE_KEYS, len(keys))), keys)
+                rows = await connection.execute_fetchall(self._fenced(_upsert_many(len(writes))), put_params(writes))
                 await connection.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
@@ -216,6 +229,8 @@ class SQLiteNode(SqlNode):
         try:
             yield connection
         except sqlite3.OperationalError as error:
+            if _FENCE_REFUSED in str(error):
+                raise self.stale_ring() from None
             if "locked" in str(error) or "busy" in str(error):
                 raise self.failure(ShardTimeout, f"database file busy: {error}") from None
             if "unable to open" in str(error) or "disk I/O" in str(error):

@@ -759,13 +759,13 @@ async def test_ensure_schema_upgrades_a_version_1_shard(backend: str, fresh_loca
     await upgraded.open()
     try:
         await upgraded.ensure_schema()
-        assert await rawdb.execute(backend, fresh_location, version) == [("2",)]
+        assert await rawdb.execute(backend, fresh_location, version) == [(str(SCHEMA_VERSION),)]
         assert await upgraded.read_state("ring") is None
         assert await upgraded.write_state("ring", "r", 1, None)
         assert await upgraded.read_state("ring") == (1, "r")
         assert (await upgraded.get("survivor")).value == b"kept"  # type: ignore[union-attr]
-        assert (await upgraded.table_stats()).schema_version == 2
+        assert (await upgraded.table_stats()).schema_version == SCHEMA_VERSION
         await upgraded.ensure_schema()  # idempotent once upgraded
-        assert await rawdb.execute(backend, fresh_location, version) == [("2",)]
+        assert await rawdb.execute(backend, fresh_location, version) == [(str(SCHEMA_VERSION),)]
     finally:
         await upgraded.close(5.0)
