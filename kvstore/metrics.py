@@ -32,6 +32,9 @@ BATCH_KEYS = Histogram(
 )
 SHED_REQUESTS = Counter("kvstore_http_shed_requests", "Requests refused with 503 because the worker was full")
 SHARD_ERRORS = Counter("kvstore_shard_errors", "Failed shard operations by kind", ["shard", "kind"])
+RING_REFUSALS = Counter(
+    "kvstore_ring_refusals", "Statements a shard refused as routed by another ring epoch (then routed again)", ["shard"]
+)
 POOL_IN_USE = Gauge(
     "kvstore_pool_connections_in_use",
     "Connections checked out of a node's pool",

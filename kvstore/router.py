@@ -5,6 +5,12 @@ The router starts from the config's ring and follows the ring record kept on the
 know. A router that is kept fresh (the server's, via ``watch``) holds a lease: when no shard
 has answered for ``ring_lease_s`` it refuses to route, because a migration it has not heard of
 may have moved the key. Resharding waits longer than that lease before it moves any row.
+
+A *fenced* router (the server's) also makes every key statement carry the ring epoch it routed by
+(``Node.routed_epoch``; the shard refuses another one, see ``backends/sql.py``). For that epoch to
+be the one an operation was routed by, operations run inside :meth:`Router.routing`, and adopting
+a new epoch waits until the operations routed by the old one have ended (a refused statement ends
+its operation at once; the store routes it again afterwards).
 """
 
 import asyncio
@@ -12,7 +18,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from kvstore import metrics, moving
@@ -35,13 +41,46 @@ class Route:
 
 
 class Router:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, fenced: bool = False) -> None:
         self.settings = settings
+        self.fenced = fenced
         self.shards = {shard.name: Shard.from_settings(shard, settings.server) for shard in settings.shards}
         self.record = initial_record(settings)  # the ring record routed by (epoch 0: none read yet)
         self.topology = Topology(epoch=0, phase=Phase.STABLE, ring=settings.ring())
         metrics.record_ring(0, Phase.STABLE, Phase)
         self._confirmed_at: float | None = None  # set once a refresh succeeded; from then on the lease applies
+        self._routing = 0  # operations in flight, routed by the current epoch
+        self._drained = asyncio.Event()  # set while none is
+        self._drained.set()
+        self._open = asyncio.Event()  # cleared while a new epoch is adopted
+        self._open.set()
+        self._refreshing: asyncio.Task[list[Shard]] | None = None
+        self._fence(self.shards.values())
+
+    @contextlib.asynccontextmanager
+    async def routing(self) -> AsyncIterator[None]:
+        """Run one operation by the current epoch: it does not change until the operation ends.
+        Never nested, and never around a refresh (adopting waits for the operations in flight)."""
+        await self._open.wait()
+        self._routing += 1
+        self._drained.clear()
+        try:
+            yield
+        finally:
+            self._routing -= 1
+            if not self._routing:
+                self._drained.set()
+
+    async def refresh_once(self) -> None:
+        """A refresh shared by every operation a shard refused at about the same time."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self.refresh())
+        await asyncio.shield(self._refreshing)
+
+    def _fence(self, shards: Iterable[Shard]) -> None:
+        if self.fenced:
+            for shard in shards:
+                shard.route_by(self.topology.epoch)
 
     def route(self, key: str) -> Route:
         placement = self.topology.place(key)
@@ -95,12 +134,16 @@ class Router:
         return added
 
     async def watch(self, stop: asyncio.Event, on_added: Callable[[Shard], Awaitable[None]]) -> None:
-        """Refresh every ``ring_poll_interval_s`` until ``stop``; hand new shards to ``on_added``."""
+        """Refresh every ``ring_poll_interval_s`` until ``stop``; hand shards opened since it started
+        (by its refreshes or by those after a refused statement) to ``on_added``."""
         interval = self.settings.server.ring_poll_interval_s
+        known = set(self.shards)
         while not stop.is_set():
             try:
-                for shard in await self.refresh():
-                    await on_added(shard)
+                await self.refresh_once()
+                for name in [name for name in self.shards if name not in known]:
+                    known.add(name)
+                    await on_added(self.shards[name])
             except KvError as error:
                 log.warning("cannot follow the ring record: %s", error)
             except Exception:  # a bug must not end the watch: the lease would silently stop all routing
@@ -125,7 +168,13 @@ class Router:
         drift = config_drift(self.settings, record)
         if drift is not None:
             log.warning("%s", drift)
-        self.record, self.topology = record, Topology.of(record)
+        self._open.clear()
+        try:
+            await self._drained.wait()
+            self.record, self.topology = record, Topology.of(record)
+            self._fence(self.shards.values())
+        finally:
+            self._open.set()
         metrics.record_ring(record.epoch, record.phase, Phase)
         log.info("ring record adopted", extra={"epoch": record.epoch, "phase": record.phase.value})
         return added

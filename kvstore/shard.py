@@ -17,7 +17,7 @@ from kvstore.backends import Node, PoolSettings, create_node
 from kvstore.backends.base import Put, Row
 from kvstore.batching import Attempt, ReadLane, WriteLane
 from kvstore.config import ServerSettings, ShardSettings
-from kvstore.errors import ShardError
+from kvstore.errors import ShardError, StaleRing
 from kvstore.positions import PRIMARY_ONLY, position_after_write
 from kvstore.replicas import ReplicaSet
 
@@ -92,6 +92,11 @@ class Shard:
         )
         lanes = Lanes.build(primary, replica_nodes, server, pool.max_size)
         return cls(name=settings.name, backend=settings.backend, primary=primary, replicas=replicas, lanes=lanes)
+
+    def route_by(self, epoch: int) -> None:
+        """Fence every statement of this shard's nodes with ring epoch ``epoch`` (``Node.routed_epoch``)."""
+        for node in self.nodes:
+            node.routed_epoch = epoch
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -199,6 +204,8 @@ class Shard:
                     result = await call(replica)
                     metrics.count_read(self.name, "replica")
                     return result
+            except StaleRing:  # it has not replayed the newest ring record yet: the primary has
+                reason = "replica_behind_ring"
             except ShardError as error:
                 self.replicas.take_out(replica, error.detail)
                 reason = "replica_failed"

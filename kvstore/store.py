@@ -10,16 +10,22 @@ the same node calls: a listing is ``listing.py``'s pages, a batch groups its ops
 into one statement each, and a transaction runs its ops in one database transaction on one shard.
 
 During a migration a key whose owner changes follows the moving-key rules (``moving.py``).
+
+Every operation runs routed by one ring epoch (``Router.routing``). When a shard refuses that
+epoch (``StaleRing``: the shard's ring record moved on, nothing was applied), the operation follows
+the ring record and is routed again, inside the same request deadline; the client never sees the
+refusal while the deadline allows another attempt.
 """
 
 import asyncio
+import contextvars
 import functools
 import re
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kvstore import listing, metrics, moving
 from kvstore.backends.base import INTEGER_PATTERN, Node, Put, Row
@@ -32,6 +38,7 @@ from kvstore.errors import (
     ShardError,
     ShardTimeout,
     ShardUnavailable,
+    StaleRing,
     WriteOutcomeUnknown,
 )
 from kvstore.listing import ListQuery, Page
@@ -42,7 +49,61 @@ from kvstore.shard import Shard
 from kvstore.topology import write_pause_detail
 
 T = TypeVar("T")
+P = ParamSpec("P")
 _INTEGER = re.compile(INTEGER_PATTERN.encode())
+# After a refusal that a refresh did not explain (a shard still being given the new record, or
+# one that has it before this front end reads it), wait this long, doubling, before routing again.
+_REROUTE_PAUSE_S = 0.005
+_REROUTE_PAUSE_MAX_S = 0.2
+# The request's deadline (event loop time), set by ``_rerouted`` for every attempt it makes.
+_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("kvstore_request_deadline")
+
+
+def _rerouted(
+    method: "Callable[Concatenate[KeyValueStore, P], Coroutine[Any, Any, T]]",
+) -> "Callable[Concatenate[KeyValueStore, P], Coroutine[Any, Any, T]]":
+    """Run a store operation routed by one ring epoch, and again by the newer ring when a shard
+    refuses that epoch, until the request deadline."""
+
+    async def run(self: "KeyValueStore", /, *args: P.args, **kwargs: P.kwargs) -> T:
+        token = _deadline.set(asyncio.get_running_loop().time() + self.request_timeout_s)
+        try:
+            reroute = _Reroute(self.router)
+            while True:
+                try:
+                    async with self.router.routing():
+                        return await method(self, *args, **kwargs)
+                except StaleRing as refusal:
+                    await reroute.after(refusal)
+        finally:
+            _deadline.reset(token)
+
+    functools.update_wrapper(run, method)
+    return run
+
+
+class _Reroute:
+    """What to do between a refused attempt and the next: follow the ring record, and pause when
+    that did not change the epoch."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.pause_s = _REROUTE_PAUSE_S
+
+    async def after(self, refusal: StaleRing) -> None:
+        metrics.RING_REFUSALS.labels(refusal.shard).inc()
+        remaining = _deadline.get() - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise ShardTimeout(refusal.shard, f"the ring kept changing until the deadline ({refusal.detail})")
+        epoch = self.router.topology.epoch
+        try:
+            async with asyncio.timeout(remaining):
+                await self.router.refresh_once()
+                if self.router.topology.epoch == epoch:
+                    await asyncio.sleep(min(self.pause_s, remaining))
+                    self.pause_s = min(self.pause_s * 2, _REROUTE_PAUSE_MAX_S)
+        except TimeoutError:
+            raise ShardTimeout(refusal.shard, f"the ring kept changing until the deadline ({refusal.detail})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +118,7 @@ class KeyValueStore:
         self.router = router
         self.request_timeout_s = request_timeout_s
 
+    @_rerouted
     async def get(self, key: str, *, strong: bool = False, read_after: str | None = None) -> Row | None:
         """Read a key from a replica in rotation, or the primary when ``strong``, when there is no
         such replica, or when the replica has not replayed ``read_after`` yet. A read whose connection
@@ -79,6 +141,7 @@ class KeyValueStore:
 
         return await self._run(shard, "get", None, read)
 
+    @_rerouted
     async def put(self, key: str, value: bytes, ttl_ms: int | None, precondition: Precondition) -> WriteResult:
         route = self._write_route(key)
         shard = route.owner
@@ -95,6 +158,7 @@ class KeyValueStore:
 
         return await self._run(shard, "put", attempt, write)
 
+    @_rerouted
     async def touch(self, key: str, ttl_ms: int | None, precondition: Precondition) -> WriteResult | None:
         """Change the expiry; None when the key is not live (and the request was unconditional)."""
         route = self._write_route(key)
@@ -112,6 +176,7 @@ class KeyValueStore:
             raise precondition.failure()
         return result
 
+    @_rerouted
     async def incr(self, key: str, by: int) -> WriteResult:
         """Add ``by`` to a counter (``Node.incr``): the row with its new value. Raises Conflict when
         the live value is not a decimal integer or the sum would overflow."""
@@ -126,6 +191,7 @@ class KeyValueStore:
 
         return await self._run(shard, "incr", attempt, write)
 
+    @_rerouted
     async def delete(self, key: str, precondition: Precondition) -> WriteResult | None:
         """Soft-delete; None when the key is not live (and the request was unconditional)."""
         route = self._write_route(key)
@@ -152,6 +218,7 @@ class KeyValueStore:
             raise ShardUnavailable(route.owner.name, write_pause_detail(route.writes_paused_by))
         return route
 
+    @_rerouted
     async def list_keys(self, query: ListQuery, *, strong: bool = False, read_after: str | None = None) -> Page:
         """One page of keys in byte order (``listing.py``), read like GET: from replicas unless
         ``strong``, and with ``read_after`` from nodes that have replayed that write."""
@@ -170,22 +237,37 @@ class KeyValueStore:
         upsert, the unconditional DELETEs one statement (per ``batch_max_keys``); a conditional
         write or an increment is its own statement, as it is alone. The batch shares one request
         deadline; an op it did not reach fails alone, and a shard that fails fails only its ops.
+        The ops a shard refused as routed by a stale ring epoch are routed again by the new one.
         """
         positions = None if read_after is None else positions_by_shard(read_after)
         outcomes: list[Outcome | None] = [None] * len(ops)
         attempts = [Attempt() for _ in ops]
+        token = _deadline.set(asyncio.get_running_loop().time() + self.request_timeout_s)
         try:
-            async with asyncio.timeout(self.request_timeout_s):
+            async with asyncio.timeout_at(_deadline.get()):
+                reroute = _Reroute(self.router)
                 for indices in _rounds(ops):
-                    await self._batch_round(ops, indices, outcomes, attempts, strong, positions)
+                    while indices:
+                        async with self.router.routing():
+                            await self._batch_round(ops, indices, outcomes, attempts, strong, positions)
+                        indices, refusal = _take_refused(indices, outcomes, attempts)
+                        if refusal is not None:
+                            await reroute.after(refusal)
         except TimeoutError:
             for index, outcome in enumerate(outcomes):
                 if outcome is None:
                     shard = self.router.topology.place(ops[index].key).owner
                     attempt = attempts[index] if is_write(ops[index]) else None
                     outcomes[index] = Outcome(error=self._deadline_passed(shard, attempt))
+        except ShardTimeout as error:  # the ring kept changing: what is left fails with that
+            for index, outcome in enumerate(outcomes):
+                if outcome is None:
+                    outcomes[index] = Outcome(error=error)
+        finally:
+            _deadline.reset(token)
         return [outcome for outcome in outcomes if outcome is not None]
 
+    @_rerouted
     async def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]) -> TxnResult:
         """etcd's transaction: if every compare holds, the success ops, else the failure ops, in
         one database transaction on the one shard that holds every key named. The compared keys
@@ -326,6 +408,11 @@ class KeyValueStore:
             row = rows.get(key)
             outcomes[index] = Outcome(row, found=row is not None)
 
+    def _deadline_at(self) -> float:
+        """The current request's deadline (event loop time)."""
+        deadline = _deadline.get(None)
+        return asyncio.get_running_loop().time() + self.request_timeout_s if deadline is None else deadline
+
     def _deadline_passed(self, shard: str, attempt: Attempt | None) -> ShardError:
         """A write whose statement was sent may have been applied: its outcome is unknown."""
         detail = f"no answer within {self.request_timeout_s:g} s"
@@ -350,10 +437,26 @@ class KeyValueStore:
         """``call`` within the request deadline; ``attempt`` is a write's (None for reads): past the
         deadline its outcome is unknown only if its statement was sent."""
         try:
-            async with asyncio.timeout(self.request_timeout_s):
+            async with asyncio.timeout_at(self._deadline_at()):
                 return await call()
         except TimeoutError:
             raise self._deadline_passed(shards, attempt) from None
+
+
+def _take_refused(
+    indices: list[int], outcomes: list[Outcome | None], attempts: list[Attempt]
+) -> tuple[list[int], StaleRing | None]:
+    """The ops of ``indices`` a shard refused as routed by a stale epoch, made pending again (nothing
+    of them was applied: their next attempt starts unsent), and one of the refusals."""
+    refused, refusal = [], None
+    for index in indices:
+        outcome = outcomes[index]
+        if outcome is not None and isinstance(outcome.error, StaleRing):
+            refused.append(index)
+            refusal = outcome.error
+            outcomes[index] = None
+            attempts[index] = Attempt()
+    return refused, refusal
 
 
 def _rounds(ops: Sequence[Op]) -> list[list[int]]:

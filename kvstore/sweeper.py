@@ -38,9 +38,11 @@ Where we differ, and why:
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from kvstore import metrics
@@ -104,11 +106,21 @@ async def sweep_cycle(
 class ShardSweeper:
     """Runs sweep cycles on one shard's primary while holding that shard's sweeper lock."""
 
-    def __init__(self, shard: str, node: Node, settings: SweeperSettings, may_purge: PurgeGuard = _any_key) -> None:
+    def __init__(
+        self,
+        shard: str,
+        node: Node,
+        settings: SweeperSettings,
+        may_purge: PurgeGuard = _any_key,
+        routing: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext,
+    ) -> None:
         self.shard = shard
         self.node = node
         self.settings = settings
         self.may_purge = may_purge
+        # A cycle runs routed by one ring epoch (``Router.routing``): the one ``may_purge`` decides
+        # by is the one its deletes are fenced with.
+        self.routing = routing
         self.stale_estimate = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -158,7 +170,7 @@ class ShardSweeper:
         try:
             # The budget is checked between batches; this deadline bounds a batch stuck on a busy
             # pool or database, so that the sweeper (and shutdown, which waits for it) never hangs.
-            async with asyncio.timeout(budget_s + _BATCH_DEADLINE_S):
+            async with self.routing(), asyncio.timeout(budget_s + _BATCH_DEADLINE_S):
                 result = await sweep_cycle(self.node, self.settings, budget_s, self.may_purge)
         except ShardError as error:
             log.warning("sweep cycle failed", extra={"shard": self.shard, "error": error.detail})

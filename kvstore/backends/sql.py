@@ -153,7 +153,8 @@ DELETE_MANY = (
 # that is no integer matches no row of the conflict branch (RETURNING nothing). SET expressions
 # read the row as it was, so ``s.ttl`` is the old expiry throughout.
 INCR = (
-    "INSERT INTO store AS s ({key}, value, ttl, version, sweep_slot) VALUES (?, ?, {persistent}, {now_us} + {fence_term}, NULL)"
+    "INSERT INTO store AS s ({key}, value, ttl, version, sweep_slot)"
+    " VALUES (?, ?, {persistent}, {now_us} + {fence_term}, NULL)"
     " ON CONFLICT ({key}) DO UPDATE SET value = CASE WHEN s.ttl > {now_ms} THEN {incremented} ELSE excluded.value END,"
     " ttl = CASE WHEN s.ttl > {now_ms} THEN s.ttl ELSE excluded.ttl END,"
     " version = {greatest}(s.version + 1, excluded.version),"

@@ -165,7 +165,10 @@ class SQLiteNode(SqlNode):
 
     async def _write(self, sql: str, params: Params, *, background: bool = False) -> int:
         if background:
-            async with self._use(self._background) as connection, connection.execute(self._fenced(sql), params) as cursor:
+            async with (
+                self._use(self._background) as connection,
+                connection.execute(self._fenced(sql), params) as cursor,
+            ):
                 return cursor.rowcount
         async with self._writing() as connection, connection.execute(self._fenced(sql), params) as cursor:
             return cursor.rowcount
@@ -185,7 +188,9 @@ class SQLiteNode(SqlNode):
         async with self._writing() as connection:
             await connection.execute("BEGIN IMMEDIATE")
             try:
-                live = await connection.execute_fetchall(self._fenced(keyed_statement(DIALECT, _LIVE_KEYS, len(keys))), keys)
+                live = await connection.execute_fetchall(
+                    self._fenced(keyed_statement(DIALECT, _LIVE_KEYS, len(keys))), keys
+                )
                 rows = await connection.execute_fetchall(self._fenced(_upsert_many(len(writes))), put_params(writes))
                 await connection.execute("COMMIT")
             except BaseException:

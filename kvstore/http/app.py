@@ -80,7 +80,7 @@ async def publish_pool_gauges(router: Router) -> None:
 
 def create_app(settings: Settings) -> ASGIApp:
     server = settings.server
-    router = Router(settings)
+    router = Router(settings, fenced=True)
     store = KeyValueStore(router, server.request_timeout_s)
     lifecycle = Lifecycle()
     openapi_body = orjson.dumps(openapi_document(server.max_value_bytes))
@@ -110,7 +110,8 @@ def create_app(settings: Settings) -> ASGIApp:
         async def start_background(shard: Shard) -> None:
             """The shard's sweeper and replica probe: for every shard the router knows, also later ones."""
             if settings.sweeper.enabled:
-                sweeper = ShardSweeper(shard.name, shard.writer(), settings.sweeper, router.may_purge(shard.name))
+                guard = router.may_purge(shard.name)
+                sweeper = ShardSweeper(shard.name, shard.writer(), settings.sweeper, guard, router.routing)
                 lifecycle.background.append(asyncio.create_task(sweeper.run(stop)))
             if shard.replicas is not None:
                 probe = shard.replicas.run(stop, server.replica_probe_interval_s)
