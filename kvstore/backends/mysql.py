@@ -90,7 +90,7 @@ WRITES = WriteTemplates(
     replace=(
         "UPDATE store SET value = ?, ttl = (@kv_ttl := CAST({expiry} AS SIGNED)),"
         " version = (@kv_version := {next_version}), sweep_slot = {slot}"
-        " WHERE {key} = ? AND ttl > {now_ms}{check}{fence}" + _REPORT
+        " WHERE {key} = {key_param} AND ttl > {now_ms}{check}{fence}" + _REPORT
     ),
     create=(
         "INSERT INTO store ({key}, value, ttl, version, sweep_slot)"
@@ -112,7 +112,7 @@ WRITES = WriteTemplates(
     ),
     touch=(
         "UPDATE store SET ttl = (@kv_ttl := CAST({expiry} AS SIGNED)), version = (@kv_version := {next_version}),"
-        " sweep_slot = {slot} WHERE {key} = ? AND ttl > {now_ms}{check}{fence}" + _REPORT
+        " sweep_slot = {slot} WHERE {key} = {key_param} AND ttl > {now_ms}{check}{fence}" + _REPORT
     ),
 )
 STATEMENTS = Statements.build(DIALECT, WRITES)

@@ -8,11 +8,12 @@ and three primitives (:meth:`SqlNode._fetch_one`, :meth:`SqlNode._write_returnin
 
 Every statement on a key is *fenced*: it also checks, in the same statement, that the shard's
 ring epoch (``kvstore_state``, entry ``ring``) is the one the node routes by
-(:attr:`Node.routed_epoch`), through the engine's ``kvstore_fence(epoch)``, which raises when it
-is not (:class:`StaleRing`; nothing is applied). Each engine evaluates it once per statement, even
-when no row matches: a gating filter in PostgreSQL, a constant in MariaDB. The epoch is written
-into the statement as a literal when it runs (``NULL``: an admin tool's node, which routes by no
-ring, is never refused), so a statement is prepared once per epoch.
+(:attr:`Node.routed_epoch`), through the engine's ``kvstore_fence``, which raises when it is not
+(:class:`StaleRing`; nothing is applied). Each engine evaluates it once per statement, even when
+no row matches: a gating filter in PostgreSQL, a constant in MariaDB, and in SQLite, which
+evaluates a WHERE term only with a row, the key a statement looks up (``Dialect.fenced_key``).
+The epoch is written into the statement as a literal when it runs (``NULL``: an admin tool's
+node, which routes by no ring, is never refused), so a statement is prepared once per epoch.
 
 Versions (the ETag) follow one rule on every write: ``version = GREATEST(version + 1, now_us)``,
 and a new row starts at ``now_us``. Within a row this is strictly increasing; across a hard
@@ -101,11 +102,21 @@ class Dialect:
     incremented: str = "NULL"
     # The fence (see the module docstring): 0, or an error when the shard's ring epoch is not ``{epoch}``.
     fence: str = "kvstore_fence({epoch})"
+    # A statement's (first) key parameter; a dialect that fences it there, rather than with a WHERE
+    # term, returns the key from the fence (``?``) and has no WHERE term.
+    fenced_key: str = "?"
     # Run, in one transaction, before a new ring epoch is written: waits for the fenced writes in
     # flight, which read the old epoch, and holds back new ones until the epoch is written.
     ring_barrier: str | None = None
     begin: str = "BEGIN"  # starts a transaction (``Node.transaction``)
     for_update: str = " FOR UPDATE"  # locks the rows a read returns, inside a transaction
+
+    @property
+    def fences_key(self) -> bool:
+        return self.fenced_key != "?"
+
+    def key_param(self) -> str:
+        return self.fenced_key.format(epoch=ROUTED_EPOCH)
 
     @property
     def array_keys(self) -> bool:
@@ -117,7 +128,8 @@ class Dialect:
         fence = self.fence.format(epoch=ROUTED_EPOCH)
         sql = template.format(
             key=self.key_column,
-            fence=f" AND {fence} = 0",  # a WHERE term
+            key_param=self.key_param(),
+            fence="" if self.fences_key else f" AND {fence} = 0",  # a WHERE term
             fence_term=fence,  # a term that adds 0 to a value, where a statement has no WHERE
             now_ms=self.now_ms,
             now_us=self.now_us,
@@ -139,11 +151,11 @@ class Dialect:
         return Statements.build(self, STANDARD_WRITES)
 
 
-GET = "SELECT value, ttl, version FROM store WHERE {key} = ? AND ttl > {now_ms}{fence}"
+GET = "SELECT value, ttl, version FROM store WHERE {key} = {key_param} AND ttl > {now_ms}{fence}"
 GET_MANY = "SELECT {key}, value, ttl, version FROM store WHERE {key} {keys} AND ttl > {now_ms}{fence}"
 SOFT_DELETE = (
     "UPDATE store SET ttl = -1, version = {next_version}, sweep_slot = COALESCE(sweep_slot, ?)"
-    " WHERE {key} = ? AND ttl > {now_ms}{check}{fence}"
+    " WHERE {key} = {key_param} AND ttl > {now_ms}{check}{fence}"
 )
 DELETE_MANY = (
     "UPDATE store SET ttl = -1, version = {next_version}, sweep_slot = COALESCE(sweep_slot, {random_slot})"
@@ -168,7 +180,7 @@ PURGE = "DELETE FROM store WHERE {key} {keys} AND ttl <= {now_ms}{fence}"
 SCAN_KEYS = "SELECT {key} FROM store WHERE {key} > ? ORDER BY {key} LIMIT ?"
 LIST_RANGE = (
     "SELECT {key}, LENGTH(value), ttl, version, ttl > {now_ms} FROM store"
-    " WHERE {key} >= ?{stop}{fence} ORDER BY {key}{direction} LIMIT ?"
+    " WHERE {key} >= {key_param}{stop}{fence} ORDER BY {key}{direction} LIMIT ?"
 )
 READ_SCHEMA_VERSION = "SELECT value FROM kvstore_meta WHERE name = 'schema_version'"
 UPGRADE_SCHEMA_VERSION = "UPDATE kvstore_meta SET value = ? WHERE name = 'schema_version' AND value = ?"
@@ -200,7 +212,7 @@ class WriteTemplates:
 STANDARD_WRITES = WriteTemplates(
     replace=(
         "UPDATE store SET value = ?, ttl = {expiry}, version = {next_version}, sweep_slot = {slot}"
-        " WHERE {key} = ? AND ttl > {now_ms}{check}{fence} RETURNING ttl, version"
+        " WHERE {key} = {key_param} AND ttl > {now_ms}{check}{fence} RETURNING ttl, version"
     ),
     create=(
         "INSERT INTO store ({key}, value, ttl, version, sweep_slot) VALUES (?, ?, {expiry}, {now_us} + {fence_term}, ?)"
@@ -210,7 +222,7 @@ STANDARD_WRITES = WriteTemplates(
     ),
     touch=(
         "UPDATE store SET ttl = {expiry}, version = {next_version}, sweep_slot = {slot}"
-        " WHERE {key} = ? AND ttl > {now_ms}{check}{fence} RETURNING ttl, version"
+        " WHERE {key} = {key_param} AND ttl > {now_ms}{check}{fence} RETURNING ttl, version"
     ),
 )
 
@@ -275,7 +287,8 @@ class Statements:
             list_range={
                 (bounded, descending): dialect.render(
                     LIST_RANGE,
-                    stop=f" AND {dialect.key_column} < ?" if bounded else "",
+                    # fenced too: a descending scan starts from this bound
+                    stop=f" AND {dialect.key_column} < {dialect.key_param()}" if bounded else "",
                     direction=" DESC" if descending else "",
                 )
                 for bounded in (False, True)
@@ -565,7 +578,7 @@ def keyed_statement(dialect: Dialect, template: str, count: int) -> str:
 
 @functools.lru_cache(maxsize=512)
 def _render_key_list(dialect: Dialect, template: str, count: int) -> str:
-    keys = dialect.key_list.format(keys=", ".join("?" * count))
+    keys = dialect.key_list.format(keys=", ".join([dialect.key_param(), *"?" * (count - 1)]))
     return dialect.render(template, keys=keys, random_slot=dialect.random_slot or "NULL")
 
 

@@ -29,6 +29,7 @@ from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode, keyed_s
 from kvstore.errors import ShardTimeout, ShardUnavailable
 
 _NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+_RING_EPOCH = "(SELECT epoch FROM kvstore_state WHERE name = 'ring')"
 
 DIALECT = Dialect(
     name="sqlite",
@@ -40,10 +41,11 @@ DIALECT = Dialect(
     # every connection registers.
     now_us="kv_now_us()",
     greatest="max",
-    # The fence (sql.py), a function each connection registers, given the shard's epoch. SQLite
-    # evaluates it with the rows: a statement that matches no row (a read or an update of a missing
-    # key) is not refused. Inserts always are, and a SQLite file is one process's shard but in tests.
-    fence="kvstore_fence({epoch}, (SELECT epoch FROM kvstore_state WHERE name = 'ring'))",
+    # The fence (sql.py), functions each connection registers, given the shard's epoch. SQLite
+    # evaluates a WHERE term only with a row, so lookups fence the key they look up, which it must
+    # compute first: a read of a missing key is refused too.
+    fence=f"kvstore_fence({{epoch}}, {_RING_EPOCH})",
+    fenced_key=f"kvstore_fenced_key(?, {{epoch}}, {_RING_EPOCH})",
     begin="BEGIN IMMEDIATE",  # the write lock first: no other process writes until COMMIT
     for_update="",  # the transaction holds the database's write lock
     incremented="kv_incremented(s.value, ?)",
@@ -100,6 +102,12 @@ def _fence(routed: int | None, current: int | None) -> int:
     return 0
 
 
+def _fenced_key(key: str, routed: int | None, current: int | None) -> str:
+    """``kvstore_fenced_key``: the key, or the fence's error."""
+    _fence(routed, current)
+    return key
+
+
 def _incremented(value: bytes, by: int) -> bytes | None:
     """The ``incremented`` fragment for SQLite, which has no pattern matching of its own."""
     if not isinstance(value, bytes) or not _INTEGER.fullmatch(value):
@@ -136,6 +144,7 @@ class SQLiteNode(SqlNode):
             await connection.create_function("kv_now_us", 0, _now_us, deterministic=False)
             await connection.create_function("kv_incremented", 2, _incremented, deterministic=True)
             await connection.create_function("kvstore_fence", 2, _fence, deterministic=False)
+            await connection.create_function("kvstore_fenced_key", 3, _fenced_key, deterministic=False)
             await connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             await connection.execute("PRAGMA journal_mode = WAL")
             await connection.execute("PRAGMA synchronous = FULL")

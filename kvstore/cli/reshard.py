@@ -117,9 +117,9 @@ def plan(config_file: str | None, target_config: str, as_json: bool) -> None:
 def start(config_file: str | None, target_config: str, as_json: bool) -> None:
     """Record the migration to NEW.yaml's ring on every shard; front ends follow it within a second.
 
-    Creates the schema on new shards. Writes to moving keys pause (503 + Retry-After) until
-    every front end is known to follow the migration (lease + poll interval + request timeout
-    + 1 s); then they go to the new owners, and `copy` may begin. Run it again if interrupted.
+    Creates the schema on new shards. From then on writes to moving keys go to their new owners,
+    with no pause: a front end that still routes by the old ring is refused by the shards (fenced
+    statements) and routes again by the new one. Then `copy` may begin. Run it again if interrupted.
 
     \b
     Example:
@@ -272,7 +272,7 @@ def abort(config_file: str | None, batch_size: int, as_json: bool) -> None:
     async def step() -> RingRecord:
         async with open_fleet(settings) as fleet:
             with _progress(not as_json, await _rows_on(fleet, previous=False), "moving back") as advance:
-                return await migration.abort(fleet.shards, fleet.record, settings, batch_size, advance)
+                return await migration.abort(fleet.shards, fleet.record, batch_size, advance)
 
     record = _run(step)
     _report(as_json, _record_document(record), f"aborted: back on the old ring (epoch {record.epoch})")

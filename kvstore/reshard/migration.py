@@ -2,26 +2,25 @@
 
 Each step checks the migration's phase in the ring record, does its work, and publishes the
 next record to every shard of both rings (compare-and-set on the epoch, so two admins cannot
-interleave steps). Why it loses no write:
+interleave steps). Why it loses no write, with no pause:
 
-1. ``start`` publishes ``preparing``: front ends stop writing moving keys. Once
-   :func:`settle_s` has passed, every front end follows it (one that cannot confirm the ring
-   for ``ring_lease_s`` stops routing) and requests routed by the old ring have met their
-   deadline. Then ``start`` publishes ``copying``: front ends write moving keys on their new
-   owner, after copying the key's old row there. Nobody writes a moving key on its old owner
-   any more, so whatever the copier reads there is final.
+1. ``start`` publishes ``copying``: front ends write moving keys on their new owner, after
+   copying the key's old row there. Every key statement is fenced by the shard's ring epoch
+   (``backends/sql.py``): once a shard holds the new record it refuses every statement routed by
+   the old one, and the front end routes it again by the new ring (``store.py``). A write on the
+   new owner first reads the old row, fenced by the new epoch, so the old owner has the new
+   record by then and takes no write by the old ring any more: whatever the copier reads there
+   is final.
 2. The copier inserts each moving row on its new owner *unless the key already has a row
    there*: any such row was written in ``copying`` (or is a tombstone) and is newer.
 3. ``cutover`` requires every source shard to be copied and ``verify`` to be clean, then makes
    the new ring the only one (``switched``); ``cleanup`` deletes moved rows from their old
    owners and publishes ``stable``.
 
-The price is a pause of about :func:`settle_s` for writes to moving keys (503 with
-Retry-After) while ``start`` runs; reads are served throughout.
-
-``abort`` (before cutover) publishes ``aborting`` (writes to moving keys get 503 for a moment),
-waits the same settle time, copies the moved keys' rows, tombstones included, back over the old
-owners' rows, and returns to the old ring.
+``abort`` (before cutover) publishes ``aborting`` (writes to moving keys get 503 while it runs),
+copies the moved keys' rows, tombstones included, back over the old owners' rows, and returns to
+the old ring. A record in ``preparing`` (written by an older kvstore, which paused writes there)
+goes on to ``copying`` when ``start`` is run again.
 """
 
 import asyncio
@@ -34,7 +33,7 @@ from datetime import UTC, datetime
 import orjson
 
 from kvstore.backends.base import StoredRow
-from kvstore.config import ServerSettings, Settings
+from kvstore.config import Settings
 from kvstore.errors import KvError, ReshardError, ShardError
 from kvstore.ring import HashRing
 from kvstore.ring_record import RECORD_NAME, Phase, RingRecord, initial_record, poll_records, ring_layout
@@ -47,15 +46,6 @@ DEFAULT_BATCH = 500
 # from 0.71-0.82 to 0.81-1.01 on PostgreSQL and MariaDB when saving once a second instead).
 CURSOR_SAVE_INTERVAL_S = 1.0
 CopyProgress = Callable[[str, int, int], None]  # (source shard, rows scanned, rows copied) per batch
-
-
-def settle_s(server: ServerSettings) -> float:
-    """How long after publishing a phase every front end is known to follow it, or to have stopped.
-
-    A front end re-reads the record every poll interval and refuses to route once its lease has
-    run out; a request it routed just before then finishes within the request deadline.
-    """
-    return server.ring_lease_s + server.ring_poll_interval_s + server.request_timeout_s + 1.0
 
 
 async def latest_record(shards: Mapping[str, Shard], settings: Settings) -> RingRecord:
@@ -103,10 +93,7 @@ def _expect(record: RingRecord, *phases: Phase, action: str) -> None:
 async def start(
     shards: Mapping[str, Shard], settings: Settings, target: Settings, announce: Callable[[str], None]
 ) -> RingRecord:
-    """Move the front ends to ``target``'s ring (``preparing``, then ``copying``); its shards need the schema.
-
-    A ``start`` interrupted while ``preparing`` continues where it stopped when run again.
-    """
+    """Move the front ends to ``target``'s ring (``copying``); its shards need the schema."""
     current = await latest_record(shards, settings)
     if current.phase is Phase.STABLE:
         if ring_layout(current.shards) == ring_layout(target.shard_specs):
@@ -114,28 +101,14 @@ async def start(
         if target.vnodes_per_weight != current.vnodes_per_weight:
             raise ReshardError("changing ring.vnodes_per_weight would move most keys; keep it as it is")
         migration = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-e{current.epoch + 1}"
-        preparing = _next(
-            current, Phase.PREPARING, shards=target.shard_specs, previous=current.shards, migration=migration
-        )
-        await publish(shards, preparing, current)
-        current = preparing
-    elif current.phase is not Phase.PREPARING or ring_layout(current.shards) != ring_layout(target.shard_specs):
+        copying = _next(current, Phase.COPYING, shards=target.shard_specs, previous=current.shards, migration=migration)
+    elif current.phase is Phase.PREPARING and ring_layout(current.shards) == ring_layout(target.shard_specs):
+        copying = _next(current, Phase.COPYING)
+    else:
         raise ReshardError(f"a migration is already {current.phase.value}; finish it or `kvstore reshard abort`")
-    announce(
-        f"migration {current.migration}: writes to moving keys pause for {settle_s(settings.server):.0f} s"
-        " while every front end learns of it"
-    )
-    await wait_settled(current, settings.server)
-    copying = _next(current, Phase.COPYING)
     await publish(shards, copying, current)
+    announce(f"migration {copying.migration}: front ends write moving keys on their new owners from now on")
     return copying
-
-
-async def wait_settled(record: RingRecord, server: ServerSettings) -> None:
-    """Sleep until every front end follows ``record`` (see :func:`settle_s`)."""
-    remaining = record.changed_at + settle_s(server) - time.time()
-    if remaining > 0:
-        await asyncio.sleep(remaining)
 
 
 @dataclass
@@ -273,16 +246,13 @@ async def cleanup(shards: Mapping[str, Shard], record: RingRecord, batch: int, p
     return stable
 
 
-async def abort(
-    shards: Mapping[str, Shard], record: RingRecord, settings: Settings, batch: int, progress: CopyProgress
-) -> RingRecord:
+async def abort(shards: Mapping[str, Shard], record: RingRecord, batch: int, progress: CopyProgress) -> RingRecord:
     """Return to the previous ring with every write made during the migration."""
     _expect(record, Phase.PREPARING, Phase.COPYING, Phase.ABORTING, action="abort")
     if record.phase is not Phase.ABORTING:
         aborting = _next(record, Phase.ABORTING)
         await publish(shards, aborting, record)
         record = aborting
-    await wait_settled(record, settings.server)
     ring, previous = _rings(record)
     for target in ring.names:
         await _copy_back(shards, target, previous, batch, progress)
