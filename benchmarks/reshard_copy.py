@@ -43,7 +43,7 @@ from kvstore.reshard.verify import verify
 from kvstore.router import Router
 from kvstore.shard import Shard
 
-SERVER = {"request_timeout_s": 1, "ring_poll_interval_s": 0.2, "ring_lease_s": 0.5}
+SERVER = {"request_timeout_s": 1, "ring_poll_interval_s": 0.2}
 SCENARIOS = {  # name: (old engine, old shard count, new engine, new shard count; same engine = shards added)
     "pg": ("postgres", 2, "postgres", 3),
     "mysql": ("mysql", 2, "mysql", 3),

@@ -7,6 +7,7 @@ Precedence: defaults < file (``--config`` / ``KVSTORE_CONFIG``) < ``KVSTORE_*`` 
 """
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from kvstore.errors import ConfigError
 from kvstore.ring import DEFAULT_VNODES_PER_WEIGHT, HashRing, RingNode
 
 T = TypeVar("T")
+log = logging.getLogger("kvstore.config")
 CONFIG_ENV = "KVSTORE_CONFIG"
 DEFAULT_CONFIG_PATH = Path("shards.yaml")
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -48,10 +50,9 @@ class ServerSettings:
     max_replica_lag_s: float = 5.0
     replica_probe_interval_s: float = 0.5
     replica_selection: str = "least_outstanding"  # or "round_robin"; benchmarks/replica_selection.py
-    # How often a front end re-reads the ring record from its shards, and how long it keeps
-    # serving without a successful read before refusing requests (it might route by a stale ring).
+    # How often a front end re-reads the ring record from its shards. Routing by a stale ring is
+    # never unsafe (shards refuse it: fenced statements); polling only keeps refusals rare.
     ring_poll_interval_s: float = 0.25
-    ring_lease_s: float = 2.0
     # Natural batching (see batching.py): concurrent requests for one database node share one
     # statement, at most ``batch_max_keys`` keys each. Off, every request is its own statement.
     batching: bool = True
@@ -141,7 +142,9 @@ def parse_settings(document: Any, environ: Mapping[str, str], base_dir: Path, so
     document = _interpolate(document, environ, "")
     root = _mapping(document, "config")
     _reject_unknown(root, {"server", "shards", "ring", "sweeper", "auth"}, "")
-    server = _section(ServerSettings, _mapping(root.get("server", {}), "server"), environ, "server", "KVSTORE_")
+    server = _section(
+        ServerSettings, _retire(_mapping(root.get("server", {}), "server")), environ, "server", "KVSTORE_"
+    )
     _check_server(server)
     sweeper = _section(
         SweeperSettings, _mapping(root.get("sweeper", {}), "sweeper"), environ, "sweeper", "KVSTORE_SWEEPER_"
@@ -276,6 +279,16 @@ def _interpolate(value: Any, environ: Mapping[str, str], path: str) -> Any:
     return value
 
 
+# Settings a newer kvstore no longer needs: accepted with a warning, so that an upgrade keeps a config valid.
+_RETIRED_SERVER_SETTINGS = {"ring_lease_s": "shards refuse a front end that routes by a stale ring (fenced statements)"}
+
+
+def _retire(server: Mapping[str, Any]) -> Mapping[str, Any]:
+    for name in server.keys() & _RETIRED_SERVER_SETTINGS.keys():
+        log.warning("server.%s is no longer used (%s); remove it from the config", name, _RETIRED_SERVER_SETTINGS[name])
+    return {name: value for name, value in server.items() if name not in _RETIRED_SERVER_SETTINGS}
+
+
 def _section(kind: type[T], raw: Mapping[str, Any], environ: Mapping[str, str], path: str, env_prefix: str) -> T:
     """A flat settings section from the file, overridden by ``<env_prefix><NAME>`` variables."""
     known = {f.name: f for f in fields(kind)}  # type: ignore[arg-type]
@@ -308,7 +321,6 @@ def _check_server(server: ServerSettings) -> None:
         "pool_max_size",
         "workers",
         "ring_poll_interval_s",
-        "ring_lease_s",
         "batch_max_keys",
     )
     for name in positive:
@@ -320,8 +332,6 @@ def _check_server(server: ServerSettings) -> None:
         raise ConfigError("server.pool_min_size: must be between 0 and server.pool_max_size")
     if server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("server.log_level: must be one of debug, info, warning, error")
-    if server.ring_lease_s < 2 * server.ring_poll_interval_s:
-        raise ConfigError("server.ring_lease_s: must be at least twice server.ring_poll_interval_s")
     if server.replica_selection not in ("round_robin", "least_outstanding"):
         raise ConfigError(
             f"server.replica_selection: must be round_robin or least_outstanding, got {server.replica_selection!r}"

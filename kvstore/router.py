@@ -2,33 +2,34 @@
 
 The router starts from the config's ring and follows the ring record kept on the shards (see
 ``ring_record.py``): ``refresh`` reads it and adopts a newer epoch, opening shards it did not
-know. A router that is kept fresh (the server's, via ``watch``) holds a lease: when no shard
-has answered for ``ring_lease_s`` it refuses to route, because a migration it has not heard of
-may have moved the key. Resharding waits longer than that lease before it moves any row.
+know; the server's router refreshes every ``ring_poll_interval_s`` (``watch``).
 
-A *fenced* router (the server's) also makes every key statement carry the ring epoch it routed by
-(``Node.routed_epoch``; the shard refuses another one, see ``backends/sql.py``). For that epoch to
-be the one an operation was routed by, operations run inside :meth:`Router.routing`, and adopting
-a new epoch waits until the operations routed by the old one have ended (a refused statement ends
-its operation at once; the store routes it again afterwards).
+A *fenced* router (the server's) makes every key statement carry the ring epoch it routed by
+(``Node.routed_epoch``; a shard refuses another one, see ``backends/sql.py``), so routing by a
+stale ring is never unsafe: the statement is refused and the store routes it again after a
+refresh. For that epoch to be the one an operation was routed by, operations run inside
+:meth:`Router.routing`, and adopting a new epoch waits until the operations routed by the old one
+have ended (a refused statement ends its operation at once).
 """
 
 import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from kvstore import metrics, moving
 from kvstore.config import Settings, ShardSettings, parse_shard_specs
-from kvstore.errors import KvError, ShardUnavailable
+from kvstore.errors import KvError
 from kvstore.ring_record import Phase, RingRecord, ShardSpec, initial_record, poll_records, ring_layout
 from kvstore.shard import Shard
 from kvstore.topology import Topology
 
 log = logging.getLogger("kvstore.router")
+# A shard that does not answer (frozen, partitioned) holds a refresh up this long at most; a
+# refresh that follows a refused statement waits for it.
+_RECORD_READ_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,6 @@ class Router:
         self.record = initial_record(settings)  # the ring record routed by (epoch 0: none read yet)
         self.topology = Topology(epoch=0, phase=Phase.STABLE, ring=settings.ring())
         metrics.record_ring(0, Phase.STABLE, Phase)
-        self._confirmed_at: float | None = None  # set once a refresh succeeded; from then on the lease applies
         self._routing = 0  # operations in flight, routed by the current epoch
         self._drained = asyncio.Event()  # set while none is
         self._drained.set()
@@ -84,54 +84,28 @@ class Router:
 
     def route(self, key: str) -> Route:
         placement = self.topology.place(key)
-        if not self.lease_held():
-            raise self._lease_lost(placement.owner)
         fallback = None if placement.fallback is None else self.shards[placement.fallback]
         return Route(self.shards[placement.owner], fallback, placement.writes_paused_by)
 
-    def routing_topology(self) -> Topology:
-        """The topology to route a multi-key operation by; raises as ``route`` does without the lease."""
-        if not self.lease_held():
-            raise self._lease_lost(",".join(self.topology.ring.names))
-        return self.topology
-
-    def _lease_lost(self, shard: str) -> ShardUnavailable:
-        silent_s = time.monotonic() - (self._confirmed_at or 0.0)
-        detail = f"no shard confirmed the ring for {silent_s:.1f} s; refusing to route by a ring that may be stale"
-        return ShardUnavailable(shard, detail)
-
     def may_purge(self, shard: str) -> Callable[[Sequence[str]], list[str]]:
         """The sweeper's guard for ``shard``: which of some dead rows' keys may be hard-deleted now
-        (none while the lease is lost: a migration this router has not heard of may need them)."""
+        (its deletes are fenced: by a stale ring, they are refused)."""
 
         def allowed(keys: Sequence[str]) -> list[str]:
-            return moving.purgeable(self.topology, shard, keys) if self.lease_held() else []
+            return moving.purgeable(self.topology, shard, keys)
 
         return allowed
-
-    def lease_held(self) -> bool:
-        """False once a kept-fresh router has heard no ring record for ``ring_lease_s``."""
-        if self._confirmed_at is None:
-            return True
-        return time.monotonic() - self._confirmed_at <= self.settings.server.ring_lease_s
 
     async def refresh(self) -> list[Shard]:
         """Read the ring record from every known shard and follow the newest epoch.
 
-        Returns the shards it opened for the first time. The lease is renewed only when at least
-        one shard answered and the newest record it saw is the one now routed by.
+        Returns the shards it opened for the first time.
         """
-        asked_at = time.monotonic()  # what the shards answer is true as of this moment, at the earliest
-        server = self.settings.server
         nodes = {name: shard.primary for name, shard in self.shards.items()}
-        poll = await poll_records(nodes, min(server.connect_timeout_s, server.ring_lease_s / 2))
-        if not poll.answered:
+        poll = await poll_records(nodes, min(self.settings.server.connect_timeout_s, _RECORD_READ_TIMEOUT_S))
+        if poll.latest is None or poll.latest.epoch <= self.topology.epoch:
             return []
-        added: list[Shard] = []
-        if poll.latest is not None and poll.latest.epoch > self.topology.epoch:
-            added = await self._adopt(poll.latest)
-        self._confirmed_at = asked_at
-        return added
+        return await self._adopt(poll.latest)
 
     async def watch(self, stop: asyncio.Event, on_added: Callable[[Shard], Awaitable[None]]) -> None:
         """Refresh every ``ring_poll_interval_s`` until ``stop``; hand shards opened since it started

@@ -222,7 +222,7 @@ class KeyValueStore:
     async def list_keys(self, query: ListQuery, *, strong: bool = False, read_after: str | None = None) -> Page:
         """One page of keys in byte order (``listing.py``), read like GET: from replicas unless
         ``strong``, and with ``read_after`` from nodes that have replayed that write."""
-        topology = self.router.routing_topology()
+        topology = self.router.topology
         positions = None if read_after is None else positions_by_shard(read_after)
         shards = self.router.shards
         call = functools.partial(listing.list_page, topology, shards, query, strong=strong, read_after=positions)

@@ -578,7 +578,8 @@ def keyed_statement(dialect: Dialect, template: str, count: int) -> str:
 
 @functools.lru_cache(maxsize=512)
 def _render_key_list(dialect: Dialect, template: str, count: int) -> str:
-    keys = dialect.key_list.format(keys=", ".join([dialect.key_param(), *"?" * (count - 1)]))
+    placeholders = [dialect.key_param(), *"?" * (count - 1)] if count else []  # the first key fences
+    keys = dialect.key_list.format(keys=", ".join(placeholders))
     return dialect.render(template, keys=keys, random_slot=dialect.random_slot or "NULL")
 
 

@@ -25,7 +25,7 @@ async def client(backend: str, fresh_location: str, tmp_path: Path) -> AsyncIter
 async def store(backend: str, fresh_location: str, tmp_path: Path) -> AsyncIterator[KeyValueStore]:
     settings = backend_settings(backend, [fresh_location], tmp_path)
     router = Router(settings)
-    for shard in router.shards.values():  # no ring watch: the router keeps no lease
+    for shard in router.shards.values():  # no ring watch: the config's ring is the ring
         await shard.open()
         await shard.primary.ensure_schema()
     yield KeyValueStore(router, settings.server.request_timeout_s)

@@ -100,6 +100,13 @@ def test_a_shard_under_an_ha_manager_names_every_member() -> None:
     assert dsn_hosts("postgresql://[::1]:5432/kv") == [("::1", 5432)]
 
 
+def test_a_retired_setting_is_accepted_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """An upgrade keeps a config valid: ``ring_lease_s`` went with fencing and only draws a warning."""
+    settings = parse({"shards": [shard()], "server": {"ring_lease_s": 2.0, "request_timeout_s": 3}})
+    assert settings.server.request_timeout_s == 3
+    assert "server.ring_lease_s is no longer used" in caplog.text
+
+
 def test_bad_environment_override_names_the_field() -> None:
     with pytest.raises(ConfigError, match=r"server\.port"):
         parse({"shards": [shard()]}, {"KVSTORE_PORT": "eighty"})
