@@ -91,13 +91,21 @@ class _Lane(ABC, Generic[E]):
         self._queue: deque[E] = deque()
         self._runners: set[asyncio.Task[None]] = set()
         self._running = 0
+        self._quiet = asyncio.Event()  # set while no statement of this lane runs or waits to
+        self._quiet.set()
 
     def _idle(self) -> bool:
         """Nothing waits and a slot is free: a request may go out alone, now, in its own task."""
         return not self._queue and self._running < self._max_runners
 
+    async def quiet(self) -> None:
+        """Wait until no statement of this lane runs or waits to: a runner outlives the request
+        that queued its statement when that request's deadline passes."""
+        await self._quiet.wait()
+
     def _occupy(self) -> None:
         self._running += 1
+        self._quiet.clear()
         self._batch_sizes.observe(1)
 
     def _vacate(self) -> None:
@@ -105,6 +113,8 @@ class _Lane(ABC, Generic[E]):
         self._running -= 1
         if self._queue and self._running < self._max_runners:
             self._start_runner()
+        elif not self._running:
+            self._quiet.set()
 
     def _enqueue(self, entry: E) -> None:
         self._queue.append(entry)
@@ -122,6 +132,7 @@ class _Lane(ABC, Generic[E]):
 
     def _start_runner(self) -> None:
         self._running += 1  # counted here and uncounted as _drain returns, with no gap between
+        self._quiet.clear()
         runner = asyncio.create_task(self._drain())
         self._runners.add(runner)
         runner.add_done_callback(self._runners.discard)
@@ -137,6 +148,8 @@ class _Lane(ABC, Generic[E]):
                     raise
         finally:
             self._running -= 1
+            if not self._running:
+                self._quiet.set()
 
     @abstractmethod
     def _take(self) -> list[E]:

@@ -9,7 +9,8 @@ A *fenced* router (the server's) makes every key statement carry the ring epoch 
 stale ring is never unsafe: the statement is refused and the store routes it again after a
 refresh. For that epoch to be the one an operation was routed by, operations run inside
 :meth:`Router.routing`, and adopting a new epoch waits until the operations routed by the old one
-have ended (a refused statement ends its operation at once).
+have ended (a refused statement ends its operation at once), and the statements they queued on
+batching lanes too (those outlive an operation whose deadline passed).
 """
 
 import asyncio
@@ -145,6 +146,7 @@ class Router:
         self._open.clear()
         try:
             await self._drained.wait()
+            await asyncio.gather(*(shard.lanes.quiet() for shard in self.shards.values()))
             self.record, self.topology = record, Topology.of(record)
             self._fence(self.shards.values())
         finally:

@@ -49,6 +49,11 @@ class Lanes:
         writes = WriteLane(primary, writers, keys, _BATCH_MAX_BYTES, read_after=bool(replicas))
         return cls(reads, writes)
 
+    async def quiet(self) -> None:
+        """Wait until no statement of any lane runs or waits to."""
+        lanes: list[ReadLane | WriteLane] = [*self.reads.values(), *([] if self.writes is None else [self.writes])]
+        await asyncio.gather(*(lane.quiet() for lane in lanes))
+
     async def close(self) -> None:
         closing = [lane.close() for lane in self.reads.values()]
         if self.writes is not None:
