@@ -1,17 +1,28 @@
 """Fenced statements: a node routed by one ring epoch is refused by a shard whose ring record has
-another, in the same statement, and nothing it asked for is applied (``backends/sql.py``).
+another, in the same statement, and nothing it asked for is applied (``backends/sql.py``); and
+the front end's side: the store routes a refused operation again, and the router adopts a new
+epoch only once the operations routed by the old one have ended.
 
-Each test takes the ``node`` fixture (an open primary on a fresh database of every engine).
+The node tests take the ``node`` fixture (an open primary on a fresh database of every engine).
 """
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from kvstore.backends import Node
 from kvstore.backends.base import RING_STATE, Put, StoredRow
+from kvstore.conditions import Precondition
 from kvstore.errors import StaleRing
+from kvstore.ring_record import RECORD_NAME
+from kvstore.router import Router
+from kvstore.store import KeyValueStore
+from tests.support.asgi import backend_settings
 
 # Every key statement a front end runs, as (name, call) on a node holding "k" = b"v".
 KEY_CALLS: list[tuple[str, Callable[[Node], Awaitable[Any]]]] = [
@@ -104,3 +115,58 @@ async def test_a_statement_that_matches_no_row_is_refused_too(node: Node) -> Non
         await node.touch("missing", None, None)
     with pytest.raises(StaleRing):
         await node.list_range("a", "b", descending=True, limit=5)
+
+
+# -- the front end's side: the routing gate and the store's second attempt --------------------
+
+
+@pytest.fixture
+async def fenced_store(backend: str, fresh_location: str, tmp_path: Path) -> AsyncIterator[KeyValueStore]:
+    router = Router(backend_settings(backend, [fresh_location], tmp_path), fenced=True)
+    for shard in router.shards.values():
+        await shard.open()
+        await shard.primary.ensure_schema()
+    try:
+        yield KeyValueStore(router, request_timeout_s=5.0)
+    finally:
+        await router.close(5.0)
+
+
+def refusals(shard: str) -> float:
+    return REGISTRY.get_sample_value("kvstore_ring_refusals_total", {"shard": shard}) or 0.0
+
+
+async def publish_record(router: Router, epoch: int) -> None:
+    """The router's own ring, published at ``epoch`` on every shard (as `kvstore reshard` writes records)."""
+    record = replace(router.record, epoch=epoch)
+    for shard in router.shards.values():
+        found = await shard.primary.read_state(RECORD_NAME)
+        assert await shard.primary.write_state(RECORD_NAME, record.encode(), epoch, None if found is None else found[0])
+
+
+async def test_an_operation_refused_by_a_newer_ring_is_routed_again_unseen(fenced_store: KeyValueStore) -> None:
+    router = fenced_store.router
+    shard = next(iter(router.shards))
+    refused_before = refusals(shard)
+    await publish_record(router, 3)  # the router still routes by epoch 0: every shard refuses it
+    written = await fenced_store.put("k", b"v", None, Precondition())
+    assert written.created
+    assert router.topology.epoch == 3
+    assert refusals(shard) == refused_before + 1
+    assert (await fenced_store.get("k")).value == b"v"  # type: ignore[union-attr]
+
+
+async def test_a_new_epoch_waits_for_the_operations_routed_by_the_old_one(fenced_store: KeyValueStore) -> None:
+    router = fenced_store.router
+    node = next(iter(router.shards.values())).primary
+    await publish_record(router, 1)
+    async with router.routing():  # an operation routed by epoch 0, still running
+        adopting = asyncio.ensure_future(router.refresh())
+        await asyncio.sleep(0.2)
+        assert not adopting.done() and node.routed_epoch == 0 and router.topology.epoch == 0
+        waiting = asyncio.ensure_future(fenced_store.get("k"))  # a new operation waits at the gate
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+    await adopting
+    assert node.routed_epoch == 1 and router.topology.epoch == 1
+    assert await waiting is None
