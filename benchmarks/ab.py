@@ -6,7 +6,8 @@ alternately with this working tree (``PYTHONPATH`` with ``PYTHONSAFEPATH`` decid
 backend (1 shard, no replica), with the raw driver measured in the same run. Each leg runs the 99:1
 and write-only mixes at 64 connections and the 99:1 mix at 1 connection; the figures are throughput
 (and its ratio to raw) and the server's CPU per request. Both sides get the same config, written in
-the older side's terms (defaults only).
+the older side's terms (defaults only), and before each leg the shards are marked with the schema
+version its side serves (versions only add objects: a side adds what it lacks).
 """
 
 import asyncio
@@ -27,6 +28,8 @@ from benchmarks.batching import pooled, workloads
 from benchmarks.load import progress
 from benchmarks.measurement import Measurement
 from benchmarks.workloads import key_indexes, key_name, value_bytes, write_lines
+from kvstore.config import Settings
+from tests.support import rawdb
 from tests.support.server import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,6 +52,25 @@ def imported_from(env: dict[str, str]) -> Path:
     code = "import kvstore; print(kvstore.__file__)"
     done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
     return Path(done.stdout.strip()).resolve()
+
+
+def served_schema(env: dict[str, str]) -> int:
+    """The schema version the checkout a process started with ``env`` imports serves."""
+    code = "from kvstore.backends.base import SCHEMA_VERSION; print(SCHEMA_VERSION)"
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    return int(done.stdout)
+
+
+async def claim_schema(settings: Settings, version: int) -> None:
+    """Mark the shards as holding schema ``version``, so that the side serving it starts on them:
+    schema versions only add objects, and a side that finds an older version adds its own."""
+    for shard in settings.shards:
+        await rawdb.execute(
+            shard.backend,
+            shard.primary,
+            "UPDATE kvstore_meta SET value = ? WHERE name = 'schema_version'",
+            str(version),
+        )
 
 
 def plain_config(base: Path, path: Path) -> Path:
@@ -79,7 +101,9 @@ def measure(backend: str, before: Path, keys: int, duration_s: float) -> dict[st
             for side, root in (("before", before), ("after", REPO)):
                 assert imported_from(sides[side]).is_relative_to(root), f"{side}: the wrong checkout would serve"
             runs: dict[tuple[str, str], list[Measurement]] = {}
+            schemas = {side: served_schema(env) for side, env in sides.items()}
             for side in ("before", "after", "after", "before"):
+                asyncio.run(claim_schema(settings, schemas[side]))
                 server = ServerProcess(config, env=sides[side]).start(timeout_s=60)
                 try:
                     assert server.process is not None

@@ -4,8 +4,9 @@ One Python process (uvloop), the same connections per node as one kvstore worker
 (``pool_max_size``), the same routing (reads to the shard's replica when it has one, writes to the
 primary; keys mapped with kvstore's ring, computed before the clock starts) and the same key
 sequence. No HTTP, no kvstore code on the path: what the database tier can give one process.
-Statements are imported from ``kvstore.backends.*``, never copied. PostgreSQL pools skip asyncpg's
-reset query, as kvstore's do.
+Statements are imported from ``kvstore.backends.*``, never copied, and fenced as a front end
+runs them on a cluster that holds no ring record (epoch 0). PostgreSQL pools skip asyncpg's reset
+query, as kvstore's do.
 """
 
 import itertools
@@ -25,6 +26,7 @@ from benchmarks.measurement import Measurement
 from benchmarks.workloads import Workload
 from kvstore.backends import mysql as mysql_backend
 from kvstore.backends import postgres as postgres_backend
+from kvstore.backends.sql import ROUTED_EPOCH
 from kvstore.config import Settings
 
 _MYSQL_SESSION = "SET time_zone = '+00:00'"  # as kvstore's sessions: NOW() read in UTC
@@ -51,12 +53,21 @@ class PostgresRaw:
 
     async def get(self, key: str) -> Any:
         async with self.pool.acquire() as connection:
-            return await connection.fetchrow(postgres_backend.STATEMENTS.get, key)
+            return await connection.fetchrow(_POSTGRES_GET, key)
 
     async def put(self, key: str, value: bytes) -> Any:
-        assert postgres_backend.STATEMENTS.upsert is not None
         async with self.pool.acquire() as connection:
-            return await connection.fetchrow(postgres_backend.STATEMENTS.upsert, key, value, None, None)
+            return await connection.fetchrow(_POSTGRES_PUT, key, value, None, None)
+
+
+def _routed(sql: str | None) -> str:
+    """A kvstore statement as a front end runs it by ring epoch 0 (``SqlNode._fenced``)."""
+    assert sql is not None
+    return sql.replace(ROUTED_EPOCH, "0")
+
+
+_POSTGRES_GET, _POSTGRES_PUT = _routed(postgres_backend.STATEMENTS.get), _routed(postgres_backend.STATEMENTS.upsert)
+_MYSQL_GET, _MYSQL_PUT = _routed(mysql_backend.STATEMENTS.get), _routed(mysql_backend.STATEMENTS.upsert)
 
 
 class MySQLRaw:
@@ -79,12 +90,12 @@ class MySQLRaw:
 
     async def get(self, key: str) -> Any:
         async with self.pool.acquire() as connection, connection.cursor() as cursor:
-            await cursor.execute(mysql_backend.STATEMENTS.get, (key,))
+            await cursor.execute(_MYSQL_GET, (key,))
             return await cursor.fetchone()
 
     async def put(self, key: str, value: bytes) -> Any:
         async with self.pool.acquire() as connection, connection.cursor() as cursor:
-            await cursor.execute(mysql_backend.STATEMENTS.upsert, (key, value, None, None))
+            await cursor.execute(_MYSQL_PUT, (key, value, None, None))
             await cursor.nextset()
             return await cursor.fetchone()
 

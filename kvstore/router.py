@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from kvstore import metrics, moving
@@ -56,21 +56,13 @@ class Router:
         self._open = asyncio.Event()  # cleared while a new epoch is adopted
         self._open.set()
         self._refreshing: asyncio.Task[list[Shard]] | None = None
+        self._gate = _Routing(self)
         self._fence(self.shards.values())
 
-    @contextlib.asynccontextmanager
-    async def routing(self) -> AsyncIterator[None]:
+    def routing(self) -> "_Routing":
         """Run one operation by the current epoch: it does not change until the operation ends.
         Never nested, and never around a refresh (adopting waits for the operations in flight)."""
-        await self._open.wait()
-        self._routing += 1
-        self._drained.clear()
-        try:
-            yield
-        finally:
-            self._routing -= 1
-            if not self._routing:
-                self._drained.set()
+        return self._gate
 
     async def refresh_once(self) -> None:
         """A refresh shared by every operation a shard refused at about the same time."""
@@ -173,6 +165,28 @@ class Router:
 
     async def close(self, timeout_s: float) -> None:
         await asyncio.gather(*(shard.close(timeout_s) for shard in self.shards.values()))
+
+
+class _Routing:
+    """``Router.routing``: a plain class rather than a generator, as every request enters it."""
+
+    __slots__ = ("router",)
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def __aenter__(self) -> None:
+        router = self.router
+        if not router._open.is_set():
+            await router._open.wait()
+        router._routing += 1
+        router._drained.clear()
+
+    async def __aexit__(self, *_: object) -> None:
+        router = self.router
+        router._routing -= 1
+        if not router._routing:
+            router._drained.set()
 
 
 def config_drift(settings: Settings, record: RingRecord) -> str | None:

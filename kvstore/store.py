@@ -68,12 +68,13 @@ def _rerouted(
     async def run(self: "KeyValueStore", /, *args: P.args, **kwargs: P.kwargs) -> T:
         token = _deadline.set(asyncio.get_running_loop().time() + self.request_timeout_s)
         try:
-            reroute = _Reroute(self.router)
+            reroute = None
             while True:
                 try:
                     async with self.router.routing():
                         return await method(self, *args, **kwargs)
                 except StaleRing as refusal:
+                    reroute = reroute or _Reroute(self.router)
                     await reroute.after(refusal)
         finally:
             _deadline.reset(token)

@@ -94,8 +94,9 @@ UPSERT = (
 # inserting or updating it, so the setting read there is the one this row's conflict branch wrote.
 UPSERT_MANY = DIALECT.render(
     "INSERT INTO store AS s (key, value, ttl, version, sweep_slot)"
-    f" SELECT u.key, u.value, COALESCE({{now_ms}} + u.ttl_ms, {PERSISTENT_TTL}), {{now_us}} + {{fence_term}}, u.slot"
+    f" SELECT u.key, u.value, COALESCE({{now_ms}} + u.ttl_ms, {PERSISTENT_TTL}), {{now_us}}, u.slot"
     " FROM unnest(?::varchar[], ?::bytea[], ?::bigint[], ?::bigint[]) AS u(key, value, ttl_ms, slot)"
+    " WHERE {fence_term} = 0"  # a one-time filter: once per statement, not once per row
     + _REPLACE_RECORDING_LIVENESS
     + " RETURNING key, ttl, version, xmax = 0, current_setting('kvstore.replaced_live', true)"
 )

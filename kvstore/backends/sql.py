@@ -329,11 +329,24 @@ class SqlNode(Node):
     async def _fetch_all(self, sql: str, params: Params, *, background: bool = False) -> list[tuple[Any, ...]]:
         """Run a read and return every row, keys decoded to ``str``."""
 
+    def __init__(self, shard: str, role: str) -> None:
+        super().__init__(shard, role)
+        self._fenced_epoch: int | None = None  # the epoch ``_fenced_statements`` were written for
+        self._fenced_statements: dict[str, str] = {}
+
     def _fenced(self, sql: str) -> str:
-        """``sql`` with :attr:`routed_epoch` written into its fence (statements without one as they are)."""
-        if ROUTED_EPOCH not in sql:
-            return sql
-        return sql.replace(ROUTED_EPOCH, "NULL" if self.routed_epoch is None else str(self.routed_epoch))
+        """``sql`` with :attr:`routed_epoch` written into its fence (statements without one as they are).
+
+        Kept per epoch: the same statement object each time, whose hash the driver's statement
+        cache does not compute again, for the price of a dict lookup.
+        """
+        if self._fenced_epoch != self.routed_epoch:
+            self._fenced_epoch, self._fenced_statements = self.routed_epoch, {}
+        fenced = self._fenced_statements.get(sql)
+        if fenced is None:
+            epoch = "NULL" if self.routed_epoch is None else str(self.routed_epoch)
+            fenced = self._fenced_statements[sql] = sql.replace(ROUTED_EPOCH, epoch)
+        return fenced
 
     async def get(self, key: str) -> Row | None:
         row = await self._fetch_one(self.statements.get, (key,))
@@ -588,9 +601,14 @@ def key_params(dialect: Dialect, keys: Sequence[str]) -> Params:
     return (list(keys),) if dialect.array_keys else tuple(keys)
 
 
+_ROW_FENCE = " + {fence_term}"
+
+
 def values_rows(count: int, row: str) -> str:
-    """``row, row, …`` for a multi-row ``VALUES`` list."""
-    return ", ".join([row] * count)
+    """``row, row, …`` for a multi-row ``VALUES`` list (a template). Only the first row keeps its
+    fence term: an engine evaluates a ``VALUES`` expression once per row, and one fence answers
+    for the whole statement."""
+    return ", ".join([row, *[row.replace(_ROW_FENCE, "")] * (count - 1)])
 
 
 def put_params(writes: Sequence[Put]) -> list[Any]:
@@ -601,8 +619,8 @@ def put_params(writes: Sequence[Put]) -> list[Any]:
 @functools.lru_cache(maxsize=128)
 def _import_statement(dialect: Dialect, count: int, overwrite: bool) -> str:
     conflict = dialect.replace_on_conflict if overwrite else dialect.keep_on_conflict
-    rows = values_rows(count, f"(?, ?, ?, ? + {dialect.fence.format(epoch=ROUTED_EPOCH)}, ?)")
-    return dialect.render(IMPORT_ROWS, rows=rows, conflict=conflict.format(column=dialect.key_column))
+    template = IMPORT_ROWS.replace("{rows}", values_rows(count, "(?, ?, ?, ?" + _ROW_FENCE + ", ?)"))
+    return dialect.render(template, conflict=conflict.format(column=dialect.key_column))
 
 
 def _stored_row(row: tuple[Any, ...]) -> StoredRow:
