@@ -14,9 +14,10 @@ A migration from ring A to ring B goes through these phases (``topology.Placemen
 what each means for one key; a key is "moving" when its A and B owners differ):
 
 - ``stable``: one ring.
-- ``preparing``: moving keys are read as in ``copying`` but not written (503, Retry-After). It
-  lasts until every front end has left ``stable``: were one front end to write a moving key on
-  its A owner while another already writes it on its B owner, the B row would shadow that write.
+- ``preparing``: moving keys are read as in ``copying`` but not written (503, Retry-After). Only
+  kvstore before fencing wrote it (to keep front ends still on ``stable`` from writing a moving
+  key's A owner while others write its B owner); ``reshard start`` moves such a record on to
+  ``copying``. Now shards refuse a front end behind the record, so ``start`` goes straight there.
 - ``copying``: B owns every key. A moving key is written on its B owner, after its A row, if
   any, has been copied there; reads try the B owner, then the A owner when the B owner has no
   row at all (a tombstone on B is an answer: the key was deleted). The copier moves the other

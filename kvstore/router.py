@@ -113,7 +113,7 @@ class Router:
                     await on_added(self.shards[name])
             except KvError as error:
                 log.warning("cannot follow the ring record: %s", error)
-            except Exception:  # a bug must not end the watch: the lease would silently stop all routing
+            except Exception:  # a bug must not end the watch: the ring would silently stop following the record
                 log.exception("cannot follow the ring record")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
