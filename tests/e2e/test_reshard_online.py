@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -280,6 +281,7 @@ async def test_reshard_under_load_loses_nothing(
         await asyncio.gather(*workers)
         assert migration.returncode == 0, err.decode()[-3000:]
 
+        rerouted = sum([await refusals(client, url) for url in urls])
         # A front end started now with the old shards.yaml learns the new ring from the shards.
         front_ends.append(ServerProcess(config).start())
         final = await final_reads(client, [process.url for process in front_ends], preloaded, load)
@@ -287,6 +289,7 @@ async def test_reshard_under_load_loses_nothing(
 
     summary = f"{load.acknowledged} writes acknowledged ({acknowledged_during} during the migration)"
     summary += f", {load.listings} complete listings ({listings_during} during it)"
+    summary += f", {rerouted:.0f} statements refused by a shard's newer ring and routed again"
     print(f"{scenario}: {summary}, refused {dict(load.refused)}")
     assert load.anomalies == [], load.anomalies[:10]
     # Fenced statements: a front end behind the ring is refused by the shard and routes again, unseen.
@@ -316,6 +319,12 @@ async def test_reshard_under_load_loses_nothing(
         assert measured == pytest.approx(move["fraction"], abs=0.06), move
     if source_backend != target_backend:
         assert await placement(old) == {}, "cleanup left rows on the old shards"
+
+
+async def refusals(client: httpx.AsyncClient, url: str) -> float:
+    """The front end's ``kvstore_ring_refusals_total``, over its shards."""
+    metrics = (await client.get(f"{url}/metrics")).text
+    return sum(float(value) for value in re.findall(r"^kvstore_ring_refusals_total\{[^}]*\} (\S+)$", metrics, re.M))
 
 
 async def preload(client: httpx.AsyncClient, url: str) -> dict[str, Expected]:
