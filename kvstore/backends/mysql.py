@@ -56,6 +56,7 @@ DIALECT = Dialect(
     keep_on_conflict="ON DUPLICATE KEY UPDATE {column} = {column}",  # INSERT IGNORE would hide real errors
     replace_on_conflict="ON DUPLICATE KEY UPDATE value = VALUES(value), ttl = VALUES(ttl),"
     " version = VALUES(version), sweep_slot = VALUES(sweep_slot)",
+    epoch_row="(SELECT COALESCE((SELECT epoch FROM kvstore_state WHERE name = 'ring'), 0) AS ring_epoch) ring",
     replication_position="SELECT @@gtid_binlog_pos",
     has_replayed="SELECT MASTER_GTID_WAIT(?, 0) = 0",
     replica_state="SELECT MASTER_GTID_WAIT(?, 0) = 0",  # + SHOW SLAVE STATUS, in MySQLNode.replica_state
