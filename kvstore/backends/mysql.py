@@ -163,8 +163,10 @@ _RETURNING_SINCE = (10, 5)
 # Client errors (2xxx) and server errors that mean the connection or server is gone:
 # 1040 too many connections, 1053 shutdown in progress, 1927 connection killed (MariaDB),
 # 2003 can't connect, 2006 server has gone away, 2013 lost connection during query,
-# 1047 a Galera node that is not (or no longer) part of the primary component: WSREP not ready.
-_UNAVAILABLE_ERRNOS = frozenset({1040, 1047, 1053, 1927, 2003, 2006, 2013, 2055})
+# 1047 a Galera node that is not (or no longer) part of the primary component: WSREP not ready,
+# 2014 commands out of sync (the client lost its place in the protocol, as when a server dies
+# mid-reply; so does a pymysql error with no error number, "Packet sequence number wrong").
+_UNAVAILABLE_ERRNOS = frozenset({1040, 1047, 1053, 1927, 2003, 2006, 2013, 2014, 2055})
 _GALERA_STATE = (
     "SELECT @@wsrep_on, (SELECT variable_value FROM information_schema.global_status"
     " WHERE variable_name = 'WSREP_LOCAL_STATE_COMMENT')"
@@ -391,6 +393,7 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
             return self.stale_ring()
         if errno in _TIMEOUT_ERRNOS:
             return self.failure(ShardTimeout, f"statement timed out on the server ({describe(error)})")
-        if isinstance(error, OSError | pymysql.err.InterfaceError) or errno in _UNAVAILABLE_ERRNOS:
+        desynced = isinstance(error, pymysql.MySQLError) and not isinstance(errno, int)
+        if isinstance(error, OSError | pymysql.err.InterfaceError) or errno in _UNAVAILABLE_ERRNOS or desynced:
             return self.connection_lost(error, write)
         return error
