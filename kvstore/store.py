@@ -93,15 +93,12 @@ class _Reroute:
 
     async def after(self, refusal: StaleRing) -> None:
         metrics.RING_REFUSALS.labels(refusal.shard).inc()
-        remaining = _deadline.get() - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            raise ShardTimeout(refusal.shard, f"the ring kept changing until the deadline ({refusal.detail})")
         epoch = self.router.topology.epoch
         try:
-            async with asyncio.timeout(remaining):
+            async with asyncio.timeout_at(_deadline.get()):
                 await self.router.refresh_once()
                 if self.router.topology.epoch == epoch:
-                    await asyncio.sleep(min(self.pause_s, remaining))
+                    await asyncio.sleep(self.pause_s)
                     self.pause_s = min(self.pause_s * 2, _REROUTE_PAUSE_MAX_S)
         except TimeoutError:
             raise ShardTimeout(refusal.shard, f"the ring kept changing until the deadline ({refusal.detail})") from None

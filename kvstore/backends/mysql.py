@@ -31,10 +31,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import aiomysql
 import pymysql
 
-from kvstore.backends.base import INTEGER_PATTERN, PERSISTENT_TTL, Put, ReplicaState, Row
+from kvstore.backends.base import INTEGER_PATTERN, PERSISTENT_TTL, RING_STATE, Put, ReplicaState, Row
 from kvstore.backends.dsn import dsn_hosts
 from kvstore.backends.server import ServerNode
 from kvstore.backends.sql import (
+    RING_EPOCH,
     Dialect,
     Params,
     PoolSettings,
@@ -56,7 +57,7 @@ DIALECT = Dialect(
     keep_on_conflict="ON DUPLICATE KEY UPDATE {column} = {column}",  # INSERT IGNORE would hide real errors
     replace_on_conflict="ON DUPLICATE KEY UPDATE value = VALUES(value), ttl = VALUES(ttl),"
     " version = VALUES(version), sweep_slot = VALUES(sweep_slot)",
-    epoch_row="(SELECT COALESCE((SELECT epoch FROM kvstore_state WHERE name = 'ring'), 0) AS ring_epoch) ring",
+    epoch_row=f"(SELECT COALESCE({RING_EPOCH}, 0) AS ring_epoch) ring",
     replication_position="SELECT @@gtid_binlog_pos",
     has_replayed="SELECT MASTER_GTID_WAIT(?, 0) = 0",
     replica_state="SELECT MASTER_GTID_WAIT(?, 0) = 0",  # + SHOW SLAVE STATUS, in MySQLNode.replica_state
@@ -77,7 +78,7 @@ DIALECT = Dialect(
         # and ones that start after it read the new epoch.
         "CREATE OR REPLACE FUNCTION kvstore_fence(routed BIGINT) RETURNS BIGINT DETERMINISTIC READS SQL DATA"
         " BEGIN DECLARE current BIGINT DEFAULT 0; IF routed IS NULL THEN RETURN 0; END IF;"
-        " SELECT epoch INTO current FROM kvstore_state WHERE name = 'ring' LOCK IN SHARE MODE;"
+        f" SELECT epoch INTO current FROM kvstore_state WHERE name = '{RING_STATE}' LOCK IN SHARE MODE;"
         " IF current <> routed THEN SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 4409,"
         " MESSAGE_TEXT = 'stale ring epoch'; END IF; RETURN 0; END",
     ),
@@ -381,7 +382,7 @@ class MySQLNode(ServerNode[aiomysql.Connection]):
 
     async def _fetch_value(self, connection: aiomysql.Connection, sql: str, params: Params) -> Any:
         async with connection.cursor() as cursor:
-            await cursor.execute(self._fenced(sql), params)
+            await cursor.execute(sql, params)
             (value,) = await cursor.fetchone()
         return value
 

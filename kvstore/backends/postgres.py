@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from kvstore.backends.base import INTEGER_PATTERN, PERSISTENT_TTL, Put, Row
+from kvstore.backends.base import INTEGER_PATTERN, PERSISTENT_TTL, RING_STATE, Put, Row
 from kvstore.backends.server import ServerNode
 from kvstore.backends.sql import (
     STANDARD_WRITES,
@@ -62,7 +62,7 @@ DIALECT = Dialect(
         # filter, run before any row is read, on the statement's own snapshot.
         "CREATE OR REPLACE FUNCTION kvstore_fence(routed bigint) RETURNS bigint LANGUAGE plpgsql STABLE AS $$"
         " DECLARE current bigint; BEGIN IF routed IS NULL THEN RETURN 0; END IF;"
-        " SELECT epoch INTO current FROM kvstore_state WHERE name = 'ring';"
+        f" SELECT epoch INTO current FROM kvstore_state WHERE name = '{RING_STATE}';"
         " IF COALESCE(current, 0) <> routed THEN RAISE EXCEPTION USING ERRCODE = 'KV409',"
         " MESSAGE = format('ring epoch %s is not this shard''s (%s)', routed, COALESCE(current, 0)); END IF;"
         " RETURN 0; END $$",

@@ -57,6 +57,8 @@ EXACT_COUNT_LIMIT = 100_000
 
 # Where a statement's routed epoch goes; ``SqlNode._fenced`` writes the epoch there when it runs.
 ROUTED_EPOCH = "/*routed epoch*/"
+# The shard's ring epoch as a scalar sub-select (NULL while no ring record was published).
+RING_EPOCH = f"(SELECT epoch FROM kvstore_state WHERE name = '{RING_STATE}')"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,11 +25,19 @@ from typing import Any
 import aiosqlite
 
 from kvstore.backends.base import INTEGER_PATTERN, Put, Row, SweeperLock
-from kvstore.backends.sql import Dialect, Params, PoolSettings, SqlNode, keyed_statement, put_params, values_rows
+from kvstore.backends.sql import (
+    RING_EPOCH,
+    Dialect,
+    Params,
+    PoolSettings,
+    SqlNode,
+    keyed_statement,
+    put_params,
+    values_rows,
+)
 from kvstore.errors import ShardTimeout, ShardUnavailable
 
 _NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
-_RING_EPOCH = "(SELECT epoch FROM kvstore_state WHERE name = 'ring')"
 
 DIALECT = Dialect(
     name="sqlite",
@@ -44,8 +52,8 @@ DIALECT = Dialect(
     # The fence (sql.py), functions each connection registers, given the shard's epoch. SQLite
     # evaluates a WHERE term only with a row, so lookups fence the key they look up, which it must
     # compute first: a read of a missing key is refused too.
-    fence=f"kvstore_fence({{epoch}}, {_RING_EPOCH})",
-    fenced_key=f"kvstore_fenced_key(?, {{epoch}}, {_RING_EPOCH})",
+    fence=f"kvstore_fence({{epoch}}, {RING_EPOCH})",
+    fenced_key=f"kvstore_fenced_key(?, {{epoch}}, {RING_EPOCH})",
     begin="BEGIN IMMEDIATE",  # the write lock first: no other process writes until COMMIT
     for_update="",  # the transaction holds the database's write lock
     incremented="kv_incremented(s.value, ?)",
